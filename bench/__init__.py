@@ -1,0 +1,1 @@
+"""seqgrid measuring: workloads, FLOP counts, roofline, timer, gap metrics, CLI, asv suite."""
