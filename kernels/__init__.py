@@ -1,6 +1,6 @@
 """seqgrid kernels: pure compute, no state, no autograd.
 
-Every op lives in one module (``conv2d.py``, ``pool2d.py``, ``dense.py``,
+Every op lives in one module (``conv2d.py``, ``pool2d.py``, ``linear.py``, ``activation.py``, ``loss.py``,
 ``recurrent.py``) that reads top to bottom: a docstring listing its versions,
 the NumPy reference, the Numba versions, the registrations. Look kernels up
 through :mod:`kernels.registry`::

@@ -36,7 +36,9 @@ BACKENDS: tuple[str, ...] = ("numpy", "numba", "cuda", "cuda-emu")
 KERNEL_MODULES: tuple[str, ...] = (
     "kernels.conv2d",
     "kernels.pool2d",
-    "kernels.dense",
+    "kernels.linear",
+    "kernels.activation",
+    "kernels.loss",
     "kernels.recurrent",
 )
 

@@ -1,0 +1,622 @@
+"""2-D convolution (cross-correlation, like ``torch.nn.functional.conv2d``): forward,
+backward w.r.t. the input (data) and backward w.r.t. weight and bias.
+
+Ops and signatures (every version of an op has the same one)::
+
+    conv2d_forward(x, weight, bias, stride=1, padding=0, dilation=1) -> out     # new (N,K,P,Q)
+    conv2d_backward_data(dout, weight, x_shape, stride=1, padding=0, dilation=1) -> dx  # new
+    conv2d_backward_weight(dweight, dbias, dout, x, stride=1, padding=0, dilation=1) -> None
+        # ACCUMULATES: dweight += dL/dweight, dbias += dL/dbias (dbias may be None)
+
+``stride``, ``padding`` and ``dilation`` are an int or an ``(h, w)`` pair; padding is zeros.
+``out[n,k,p,q] = bias[k] + sum_{c,r,s} weight[k,c,r,s] * x[n, c, p*sh - ph + r*dh, q*sw - pw + s*dw]``
+(terms outside the input are zero). float32 and float64; results have x's dtype.
+
+Versions
+--------
+numpy v1  reference: a sum over the R*S filter taps of einsum products with strided
+          (sliding-window) views of the zero-padded input; plain and obviously right.
+numba v1  direct loops: forward parallel (prange) over N*K, backward-data over N*C,
+          backward-weight over K*C; each task owns the output elements it writes.
+numba v2  im2col + BLAS, one image at a time in the calling thread; the GEMM is one
+          ``np.dot`` (SciPy's OpenBLAS sgemm/dgemm), which BLAS threads itself:
+          forward  out[n] (K,PQ)  = W (K,CRS) @ col (CRS,PQ)
+          bwd-data dcol (CRS,PQ)  = W^T @ dout[n], then col2im (scatter-add) -> dx[n]
+          bwd-wt   dW   (K,CRS)  += dout[n] @ col^T
+          Best for N=1; for batches BLAS only sees one image and the gathers are serial.
+numba v3  the same per-image work, images in parallel: prange over N (handed out one at a
+          time), each thread with its own col buffer and BLAS limited to one thread (via
+          threadpoolctl) so the two thread pools do not fight over the cores; bwd-weight
+          keeps one partial dW per thread. Falls back to v2 when N == 1.
+          The numba default: the fastest measured at N=8 on 2 threads.
+
+Helpers used by every version: :func:`conv2d_output_shape` and :func:`check_conv2d`.
+"""
+# N batch, C in-ch, K out-ch, H W in, P Q out, R S filter
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from . import registry
+from ._checks import check_float_array, check_shape, pair
+
+__all__ = ["conv2d_output_shape", "check_conv2d", "ConvGeometry"]
+
+
+# ----------------------------------------------------------------------------
+# shapes and validation (shared by every version)
+# ----------------------------------------------------------------------------
+class ConvGeometry(NamedTuple):
+    """Every size a kernel needs; stride/padding/dilation already split into (h, w)."""
+    N: int
+    C: int
+    H: int
+    W: int
+    K: int
+    R: int
+    S: int
+    P: int
+    Q: int
+    sh: int
+    sw: int
+    ph: int
+    pw: int
+    dh: int
+    dw: int
+
+
+def _shape4(name: str, shape) -> tuple[int, int, int, int]:
+    try:
+        out = tuple(int(d) for d in shape)
+    except TypeError:
+        raise TypeError(f"{name}: expected a 4-tuple of ints, got {shape!r}") from None
+    if len(out) != 4:
+        raise ValueError(f"{name}: expected a 4-d shape, got {tuple(shape)} ({len(out)}-d)")
+    if min(out) < 1:
+        raise ValueError(f"{name}: every dimension must be >= 1, got {out}")
+    return out
+
+
+def conv_geometry(x_shape, w_shape, stride=1, padding=0, dilation=1, *,
+                  x_name: str = "x", w_name: str = "weight") -> ConvGeometry:
+    """Validate shapes and hyper-parameters and return the full :class:`ConvGeometry`.
+
+    Raises ``ValueError`` for a rank other than 4, a channel mismatch between the input
+    and the weight, bad stride/padding/dilation, or an output size <= 0; ``TypeError``
+    for a non-int stride/padding/dilation. Messages start with the argument's name.
+    """
+    N, C, H, W = _shape4(x_name, x_shape)
+    K, Cw, R, S = _shape4(w_name, w_shape)
+    if Cw != C:
+        raise ValueError(f"{w_name}: has {Cw} input channels (shape {(K, Cw, R, S)}) but "
+                         f"{x_name} has {C} (shape {(N, C, H, W)}); expected {w_name}.shape[1] "
+                         f"== {x_name}.shape[1]")
+    sh, sw = pair("stride", stride, minimum=1)
+    ph, pw = pair("padding", padding, minimum=0)
+    dh, dw = pair("dilation", dilation, minimum=1)
+    P = (H + 2 * ph - dh * (R - 1) - 1) // sh + 1
+    Q = (W + 2 * pw - dw * (S - 1) - 1) // sw + 1
+    for axis, out, size, pad, dil, f in (("height", P, H, ph, dh, R), ("width", Q, W, pw, dw, S)):
+        if out <= 0:
+            raise ValueError(
+                f"{x_name}: output {axis} would be {out} <= 0: input {axis} {size} + 2*padding "
+                f"{pad} is smaller than the dilated filter {axis} {dil * (f - 1) + 1} "
+                f"(filter {f}, dilation {dil})")
+    return ConvGeometry(N, C, H, W, K, R, S, P, Q, sh, sw, ph, pw, dh, dw)
+
+
+def conv2d_output_shape(x_shape, w_shape, stride=1, padding=0, dilation=1
+                        ) -> tuple[int, int, int, int]:
+    """``(N, K, P, Q)`` of ``conv2d_forward(x, weight, ...)`` for ``x.shape == x_shape`` and
+    ``weight.shape == w_shape``; raises the same errors as the kernels for bad arguments."""
+    g = conv_geometry(x_shape, w_shape, stride, padding, dilation)
+    return g.N, g.K, g.P, g.Q
+
+
+def _check_accumulator(name: str, acc, ndim: int, dtype) -> None:
+    """A caller-owned gradient array: right type, dtype, rank, writeable; never copied."""
+    check_float_array(name, acc, ndim=ndim, dtype=dtype)  # (its copy, if any, is discarded)
+    if not acc.flags.writeable:
+        raise ValueError(f"{name}: must be writeable (gradients are accumulated into it)")
+
+
+def check_conv2d(x=None, weight=None, bias=None, stride=1, padding=0, dilation=1, *,
+                 dout=None, x_shape=None, dweight=None, dbias=None):
+    """Validate the arguments of any conv2d op; return ``(x, weight, bias, dout, geometry)``
+    with every input array C-contiguous (copied once if it was not).
+
+    Forward: ``x, weight, bias``; backward-data: ``weight, dout, x_shape``; backward-weight:
+    ``x, dout, dweight, dbias`` (``dweight`` gives the filter shape). ``dweight``/``dbias``
+    are caller-owned accumulators: checked for dtype and shape, never copied.
+    """
+    dtype = None
+    if x is not None:
+        x = check_float_array("x", x, ndim=4)
+        dtype, shp, x_name = x.dtype, x.shape, "x"
+    else:
+        shp, x_name = x_shape, "x_shape"
+    if weight is not None:
+        weight = check_float_array("weight", weight, ndim=4, dtype=dtype)
+        dtype, w_shape, w_name = weight.dtype, weight.shape, "weight"
+    else:
+        _check_accumulator("dweight", dweight, 4, dtype)
+        w_shape, w_name = dweight.shape, "dweight"
+    g = conv_geometry(shp, w_shape, stride, padding, dilation, x_name=x_name, w_name=w_name)
+    if bias is not None:
+        bias = check_float_array("bias", bias, ndim=1, dtype=dtype)
+        check_shape("bias", bias, (g.K,))
+    if dout is not None:
+        dout = check_float_array("dout", dout, ndim=4, dtype=dtype)
+        check_shape("dout", dout, (g.N, g.K, g.P, g.Q))
+    if dbias is not None:
+        _check_accumulator("dbias", dbias, 1, dtype)
+        check_shape("dbias", dbias, (g.K,))
+    return x, weight, bias, dout, g
+
+
+def _accumulate(acc, kernel, *args):
+    """Run ``kernel(target, *args)`` which does ``target += ...``; ``acc`` itself if it is
+    C-contiguous, else a zero temporary added to ``acc`` afterwards."""
+    if acc.flags.c_contiguous:
+        kernel(acc, *args)
+    else:
+        tmp = np.zeros(acc.shape, acc.dtype)
+        kernel(tmp, *args)
+        acc += tmp
+
+
+# ----------------------------------------------------------------------------
+# NumPy reference
+# ----------------------------------------------------------------------------
+def _windows(xp, g: ConvGeometry, r: int, s: int):
+    """View of the padded input seen by filter tap (r, s): ``[:, :, p, q] -> xp[:, :, h, w]``
+    with ``h = p*sh + r*dh`` and ``w = q*sw + s*dw`` (xp is already zero-padded)."""
+    h0, w0 = r * g.dh, s * g.dw
+    return xp[:, :, h0:h0 + g.sh * (g.P - 1) + 1:g.sh, w0:w0 + g.sw * (g.Q - 1) + 1:g.sw]
+
+
+def _pad(x, g: ConvGeometry):
+    return np.pad(x, ((0, 0), (0, 0), (g.ph, g.ph), (g.pw, g.pw)))
+
+
+def conv2d_forward_numpy(x, weight, bias, stride=1, padding=0, dilation=1):
+    """Reference forward: out = bias + sum over taps (r, s) of weight[:, :, r, s] . window."""
+    x, weight, bias, _, g = check_conv2d(x, weight, bias, stride, padding, dilation)
+    xp = _pad(x, g)
+    out = np.zeros((g.N, g.K, g.P, g.Q), x.dtype)
+    for r in range(g.R):
+        for s in range(g.S):
+            out += np.einsum("ncpq,kc->nkpq", _windows(xp, g, r, s), weight[:, :, r, s])
+    if bias is not None:
+        out += bias[None, :, None, None]
+    return out
+
+
+def conv2d_backward_data_numpy(dout, weight, x_shape, stride=1, padding=0, dilation=1):
+    """Reference dL/dx: every tap scatters weight[:, :, r, s]^T . dout back onto its window."""
+    _, weight, _, dout, g = check_conv2d(None, weight, None, stride, padding, dilation,
+                                         dout=dout, x_shape=x_shape)
+    dxp = np.zeros((g.N, g.C, g.H + 2 * g.ph, g.W + 2 * g.pw), weight.dtype)
+    for r in range(g.R):
+        for s in range(g.S):
+            _windows(dxp, g, r, s)[...] += np.einsum("nkpq,kc->ncpq", dout, weight[:, :, r, s])
+    return np.ascontiguousarray(dxp[:, :, g.ph:g.ph + g.H, g.pw:g.pw + g.W])
+
+
+def conv2d_backward_weight_numpy(dweight, dbias, dout, x, stride=1, padding=0, dilation=1):
+    """Reference dL/dweight (+=) and dL/dbias (+=)."""
+    x, _, _, dout, g = check_conv2d(x, None, None, stride, padding, dilation,
+                                    dout=dout, dweight=dweight, dbias=dbias)
+    xp = _pad(x, g)
+    for r in range(g.R):
+        for s in range(g.S):
+            dweight[:, :, r, s] += np.einsum("nkpq,ncpq->kc", dout, _windows(xp, g, r, s))
+    if dbias is not None:
+        dbias += dout.sum(axis=(0, 2, 3))
+
+
+# ----------------------------------------------------------------------------
+# Numba helpers
+# ----------------------------------------------------------------------------
+@njit(cache=True, inline="always")
+def _valid_range(off, stride, size, n):
+    """``[lo, hi)``: the output indices ``i < n`` whose input index ``i*stride + off`` lies in
+    ``[0, size)`` (the others read zero padding)."""
+    lo = 0 if off >= 0 else (-off + stride - 1) // stride
+    hi = (size - 1 - off) // stride + 1
+    hi = max(0, min(hi, n))
+    return min(lo, hi), hi
+
+
+def _bias_or_zeros(bias, K, dtype):
+    return bias if bias is not None else np.zeros(K, dtype)
+
+
+def _hyper(g: ConvGeometry):
+    return g.sh, g.sw, g.ph, g.pw, g.dh, g.dw
+
+
+# ----------------------------------------------------------------------------
+# Numba v1: direct loops
+# ----------------------------------------------------------------------------
+@njit(parallel=True, fastmath=False, cache=True)
+def _forward_direct(x, w, b, out, sh, sw, ph, pw, dh, dw):
+    N, C, H, W = x.shape
+    K, _, R, S = w.shape
+    P, Q = out.shape[2], out.shape[3]
+    for nk in prange(N * K):
+        n, k = nk // K, nk % K
+        o = out[n, k]
+        o[:, :] = b[k]
+        for c in range(C):
+            for r in range(R):
+                plo, phi = _valid_range(r * dh - ph, sh, H, P)
+                for s in range(S):
+                    woff = s * dw - pw
+                    qlo, qhi = _valid_range(woff, sw, W, Q)
+                    wv = w[k, c, r, s]
+                    for p in range(plo, phi):
+                        h = p * sh - ph + r * dh
+                        for q in range(qlo, qhi):
+                            o[p, q] += wv * x[n, c, h, q * sw + woff]
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def _backward_data_direct(dout, w, dx, sh, sw, ph, pw, dh, dw):
+    N, C, H, W = dx.shape
+    K, _, R, S = w.shape
+    P, Q = dout.shape[2], dout.shape[3]
+    for nc in prange(N * C):
+        n, c = nc // C, nc % C
+        d = dx[n, c]
+        d[:, :] = 0
+        for k in range(K):
+            for r in range(R):
+                plo, phi = _valid_range(r * dh - ph, sh, H, P)
+                for s in range(S):
+                    woff = s * dw - pw
+                    qlo, qhi = _valid_range(woff, sw, W, Q)
+                    wv = w[k, c, r, s]
+                    for p in range(plo, phi):
+                        h = p * sh - ph + r * dh
+                        for q in range(qlo, qhi):
+                            d[h, q * sw + woff] += wv * dout[n, k, p, q]
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def _backward_weight_direct(dw_acc, dout, x, sh, sw, ph, pw, dh, dw):
+    N, C, H, W = x.shape
+    K, _, R, S = dw_acc.shape
+    P, Q = dout.shape[2], dout.shape[3]
+    for kc in prange(K * C):
+        k, c = kc // C, kc % C
+        for r in range(R):
+            plo, phi = _valid_range(r * dh - ph, sh, H, P)
+            for s in range(S):
+                woff = s * dw - pw
+                qlo, qhi = _valid_range(woff, sw, W, Q)
+                acc = 0.0
+                for n in range(N):
+                    for p in range(plo, phi):
+                        h = p * sh - ph + r * dh
+                        for q in range(qlo, qhi):
+                            acc += dout[n, k, p, q] * x[n, c, h, q * sw + woff]
+                dw_acc[k, c, r, s] += acc
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def _backward_bias(db_acc, dout):
+    N, K, P, Q = dout.shape
+    for k in prange(K):
+        acc = 0.0
+        for n in range(N):
+            for p in range(P):
+                for q in range(Q):
+                    acc += dout[n, k, p, q]
+        db_acc[k] += acc
+
+
+def conv2d_forward_numba_v1(x, weight, bias, stride=1, padding=0, dilation=1):
+    """Direct loops, parallel over N*K."""
+    x, weight, bias, _, g = check_conv2d(x, weight, bias, stride, padding, dilation)
+    out = np.empty((g.N, g.K, g.P, g.Q), x.dtype)
+    _forward_direct(x, weight, _bias_or_zeros(bias, g.K, x.dtype), out, *_hyper(g))
+    return out
+
+
+def conv2d_backward_data_numba_v1(dout, weight, x_shape, stride=1, padding=0, dilation=1):
+    """Direct loops, parallel over N*C."""
+    _, weight, _, dout, g = check_conv2d(None, weight, None, stride, padding, dilation,
+                                         dout=dout, x_shape=x_shape)
+    dx = np.empty((g.N, g.C, g.H, g.W), weight.dtype)
+    _backward_data_direct(dout, weight, dx, *_hyper(g))
+    return dx
+
+
+def conv2d_backward_weight_numba_v1(dweight, dbias, dout, x, stride=1, padding=0, dilation=1):
+    """Direct loops, parallel over K*C; accumulates."""
+    x, _, _, dout, g = check_conv2d(x, None, None, stride, padding, dilation,
+                                    dout=dout, dweight=dweight, dbias=dbias)
+    _accumulate(dweight, _backward_weight_direct, dout, x, *_hyper(g))
+    if dbias is not None:
+        _accumulate(dbias, _backward_bias, dout)
+
+
+# ----------------------------------------------------------------------------
+# Numba v2 / v3: im2col + BLAS GEMM
+# ----------------------------------------------------------------------------
+# Per image n, with col (C*R*S, P*Q) the unrolled input patches:
+#     forward     out[n] (K, PQ)  = W (K, CRS) @ col
+#     bwd-data    dcol (CRS, PQ)  = W^T @ dout[n]     then col2im (scatter-add) -> dx[n]
+#     bwd-weight  dW (K, CRS)    += dout[n] @ col^T
+@njit(cache=True, fastmath=False)
+def _im2col_image(xn, col, R, S, P, Q, sh, sw, ph, pw, dh, dw):
+    """col[(c*R + r)*S + s, p*Q + q] = xn[c, p*sh - ph + r*dh, q*sw - pw + s*dw] (0 outside)."""
+    C, H, W = xn.shape
+    xf = xn.reshape(-1)
+    for c in range(C):
+        for r in range(R):
+            plo, phi = _valid_range(r * dh - ph, sh, H, P)
+            for s in range(S):
+                dst = col[(c * R + r) * S + s]
+                woff = s * dw - pw
+                qlo, qhi = _valid_range(woff, sw, W, Q)
+                for i in range(plo * Q):
+                    dst[i] = 0
+                for p in range(plo, phi):
+                    base = p * Q
+                    src0 = (c * H + p * sh - ph + r * dh) * W + woff
+                    for q in range(qlo):
+                        dst[base + q] = 0
+                    if sw == 1:
+                        for q in range(qlo, qhi):
+                            dst[base + q] = xf[src0 + q]
+                    else:
+                        for q in range(qlo, qhi):
+                            dst[base + q] = xf[src0 + q * sw]
+                    for q in range(qhi, Q):
+                        dst[base + q] = 0
+                for i in range(phi * Q, P * Q):
+                    dst[i] = 0
+
+
+@njit(cache=True, fastmath=False)
+def _col2im_image(dcol, dxn, R, S, P, Q, sh, sw, ph, pw, dh, dw):
+    """dxn = the col rows scattered back to where _im2col_image read them (overwrites dxn)."""
+    C, H, W = dxn.shape
+    df = dxn.reshape(-1)
+    for i in range(df.size):
+        df[i] = 0
+    for c in range(C):
+        for r in range(R):
+            plo, phi = _valid_range(r * dh - ph, sh, H, P)
+            for s in range(S):
+                src = dcol[(c * R + r) * S + s]
+                woff = s * dw - pw
+                qlo, qhi = _valid_range(woff, sw, W, Q)
+                for p in range(plo, phi):
+                    base = p * Q
+                    dst0 = (c * H + p * sh - ph + r * dh) * W + woff
+                    if sw == 1:
+                        for q in range(qlo, qhi):
+                            df[dst0 + q] += src[base + q]
+                    else:
+                        for q in range(qlo, qhi):
+                            df[dst0 + q * sw] += src[base + q]
+
+
+@njit(cache=True, fastmath=False)
+def _add_bias(o, b):
+    for k in range(o.shape[0]):
+        o[k, :] += b[k]
+
+
+@njit(cache=True, fastmath=False)
+def _forward_gemm_serial(x, wm, b, out3, R, S, P, Q, sh, sw, ph, pw, dh, dw):
+    col = np.empty((wm.shape[1], P * Q), x.dtype)
+    for n in range(x.shape[0]):
+        _im2col_image(x[n], col, R, S, P, Q, sh, sw, ph, pw, dh, dw)
+        np.dot(wm, col, out3[n])
+        _add_bias(out3[n], b)
+
+
+@njit(cache=True, fastmath=False)
+def _backward_data_gemm_serial(dout3, wm, dx, R, S, P, Q, sh, sw, ph, pw, dh, dw):
+    wmT = wm.T
+    dcol = np.empty((wm.shape[1], P * Q), dx.dtype)
+    for n in range(dx.shape[0]):
+        np.dot(wmT, dout3[n], dcol)
+        _col2im_image(dcol, dx[n], R, S, P, Q, sh, sw, ph, pw, dh, dw)
+
+
+@njit(cache=True, fastmath=False)
+def _backward_weight_gemm_serial(dwm, dout3, x, R, S, P, Q, sh, sw, ph, pw, dh, dw):
+    col = np.empty((dwm.shape[1], P * Q), x.dtype)
+    tmp = np.empty(dwm.shape, x.dtype)
+    for n in range(x.shape[0]):
+        _im2col_image(x[n], col, R, S, P, Q, sh, sw, ph, pw, dh, dw)
+        np.dot(dout3[n], col.T, tmp)
+        dwm += tmp
+
+
+# v3: prange over images, scheduled one image at a time (chunk size 1, so a thread that is
+# slowed down does not hold up a fixed share); each thread owns buffer number get_thread_id().
+@njit(parallel=True, fastmath=False, cache=True)
+def _forward_gemm_images(x, wm, b, out3, T, R, S, P, Q, sh, sw, ph, pw, dh, dw):
+    cols = np.empty((T, wm.shape[1], P * Q), x.dtype)
+    for n in prange(x.shape[0]):
+        col = cols[numba.get_thread_id()]
+        _im2col_image(x[n], col, R, S, P, Q, sh, sw, ph, pw, dh, dw)
+        np.dot(wm, col, out3[n])
+        _add_bias(out3[n], b)
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def _backward_data_gemm_images(dout3, wm, dx, T, R, S, P, Q, sh, sw, ph, pw, dh, dw):
+    wmT = wm.T
+    dcols = np.empty((T, wm.shape[1], P * Q), dx.dtype)
+    for n in prange(dx.shape[0]):
+        dcol = dcols[numba.get_thread_id()]
+        np.dot(wmT, dout3[n], dcol)
+        _col2im_image(dcol, dx[n], R, S, P, Q, sh, sw, ph, pw, dh, dw)
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def _backward_weight_gemm_images(part, dout3, x, R, S, P, Q, sh, sw, ph, pw, dh, dw):
+    """part[t] += this thread's images' dW (K, CRS); the caller sums over t. (No array
+    expressions here: with chunk size 1 each would become a parfor of single elements.)"""
+    T, K, CRS = part.shape
+    cols = np.empty((T, CRS, P * Q), x.dtype)
+    tmps = np.empty((T, K, CRS), x.dtype)
+    for n in prange(x.shape[0]):
+        t = numba.get_thread_id()
+        col, pt, tt = cols[t], part[t], tmps[t]
+        _im2col_image(x[n], col, R, S, P, Q, sh, sw, ph, pw, dh, dw)
+        np.dot(dout3[n], col.T, tt)
+        for k in range(K):
+            for i in range(CRS):
+                pt[k, i] += tt[k, i]
+
+
+class _SingleThreadedBLAS:
+    """Context for the v3 kernels: SciPy's (and NumPy's) BLAS limited to one thread, so that
+    BLAS called from numba's prange threads does not start threads of its own (restored on
+    exit; without threadpoolctl this part does nothing: correct, maybe slower), and numba's
+    parallel chunk size set to 1."""
+    _controller = None
+
+    def __enter__(self):
+        if _SingleThreadedBLAS._controller is None:
+            try:
+                import scipy.linalg.cython_blas  # noqa: F401  (load the BLAS numba calls)
+                from threadpoolctl import ThreadpoolController
+                _SingleThreadedBLAS._controller = ThreadpoolController()
+            except Exception:  # pragma: no cover - threadpoolctl missing
+                _SingleThreadedBLAS._controller = False
+        self._limiter = (_SingleThreadedBLAS._controller.limit(limits=1, user_api="blas")
+                         if _SingleThreadedBLAS._controller else None)
+        self._chunk = numba.set_parallel_chunksize(1)   # images handed out one at a time
+        return self
+
+    def __exit__(self, *exc):
+        numba.set_parallel_chunksize(self._chunk)
+        if self._limiter is not None:
+            self._limiter.restore_original_limits()
+
+
+def _gemm_geometry(g: ConvGeometry):
+    return (g.R, g.S, g.P, g.Q) + _hyper(g)
+
+
+def _threads() -> int:
+    """Number of per-thread buffers: numba's thread count (what prange's threads use)."""
+    return numba.get_num_threads()
+
+
+def conv2d_forward_numba_v2(x, weight, bias, stride=1, padding=0, dilation=1):
+    """im2col + BLAS GEMM, one image at a time, BLAS threads the GEMM."""
+    x, weight, bias, _, g = check_conv2d(x, weight, bias, stride, padding, dilation)
+    out = np.empty((g.N, g.K, g.P * g.Q), x.dtype)
+    _forward_gemm_serial(x, weight.reshape(g.K, -1), _bias_or_zeros(bias, g.K, x.dtype), out,
+                         *_gemm_geometry(g))
+    return out.reshape(g.N, g.K, g.P, g.Q)
+
+
+def conv2d_backward_data_numba_v2(dout, weight, x_shape, stride=1, padding=0, dilation=1):
+    """BLAS GEMM + col2im, one image at a time."""
+    _, weight, _, dout, g = check_conv2d(None, weight, None, stride, padding, dilation,
+                                         dout=dout, x_shape=x_shape)
+    dx = np.empty((g.N, g.C, g.H, g.W), weight.dtype)
+    _backward_data_gemm_serial(dout.reshape(g.N, g.K, -1), weight.reshape(g.K, -1), dx,
+                               *_gemm_geometry(g))
+    return dx
+
+
+def _weight_gemm_serial_into(dw_acc, dout3, x, *geo):
+    _backward_weight_gemm_serial(dw_acc.reshape(dw_acc.shape[0], -1), dout3, x, *geo)
+
+
+def conv2d_backward_weight_numba_v2(dweight, dbias, dout, x, stride=1, padding=0, dilation=1):
+    """im2col + BLAS GEMM, one image at a time; accumulates."""
+    x, _, _, dout, g = check_conv2d(x, None, None, stride, padding, dilation,
+                                    dout=dout, dweight=dweight, dbias=dbias)
+    _accumulate(dweight, _weight_gemm_serial_into, dout.reshape(g.N, g.K, -1), x,
+                *_gemm_geometry(g))
+    if dbias is not None:
+        _accumulate(dbias, _backward_bias, dout)
+
+
+def conv2d_forward_numba_v3(x, weight, bias, stride=1, padding=0, dilation=1):
+    """Images in parallel (prange), each im2col + single-threaded BLAS GEMM."""
+    x, weight, bias, _, g = check_conv2d(x, weight, bias, stride, padding, dilation)
+    T = _threads()
+    if g.N == 1:   # one image: nothing to share out; let BLAS thread the GEMM
+        return conv2d_forward_numba_v2(x, weight, bias, stride, padding, dilation)
+    out = np.empty((g.N, g.K, g.P * g.Q), x.dtype)
+    with _SingleThreadedBLAS():
+        _forward_gemm_images(x, weight.reshape(g.K, -1), _bias_or_zeros(bias, g.K, x.dtype),
+                             out, T, *_gemm_geometry(g))
+    return out.reshape(g.N, g.K, g.P, g.Q)
+
+
+def conv2d_backward_data_numba_v3(dout, weight, x_shape, stride=1, padding=0, dilation=1):
+    """Images in parallel (prange), each single-threaded BLAS GEMM + col2im."""
+    _, weight, _, dout, g = check_conv2d(None, weight, None, stride, padding, dilation,
+                                         dout=dout, x_shape=x_shape)
+    T = _threads()
+    if g.N == 1:   # one image: nothing to share out; let BLAS thread the GEMM
+        return conv2d_backward_data_numba_v2(dout, weight, x_shape, stride, padding, dilation)
+    dx = np.empty((g.N, g.C, g.H, g.W), weight.dtype)
+    with _SingleThreadedBLAS():
+        _backward_data_gemm_images(dout.reshape(g.N, g.K, -1), weight.reshape(g.K, -1), dx, T,
+                                   *_gemm_geometry(g))
+    return dx
+
+
+def conv2d_backward_weight_numba_v3(dweight, dbias, dout, x, stride=1, padding=0, dilation=1):
+    """Images in parallel (prange), each im2col + single-threaded BLAS GEMM; accumulates."""
+    x, _, _, dout, g = check_conv2d(x, None, None, stride, padding, dilation,
+                                    dout=dout, dweight=dweight, dbias=dbias)
+    T = _threads()
+    if g.N == 1:   # one image: nothing to share out; let BLAS thread the GEMM
+        return conv2d_backward_weight_numba_v2(dweight, dbias, dout, x, stride, padding, dilation)
+    part = np.zeros((T, g.K, g.C * g.R * g.S), x.dtype)
+    with _SingleThreadedBLAS():
+        _backward_weight_gemm_images(part, dout.reshape(g.N, g.K, -1), x, *_gemm_geometry(g))
+    dweight += part.sum(axis=0).reshape(dweight.shape)
+    if dbias is not None:
+        _accumulate(dbias, _backward_bias, dout)
+
+
+# ----------------------------------------------------------------------------
+# registrations
+# ----------------------------------------------------------------------------
+_register = registry.register
+_DOC_NUMPY = "reference: einsum over sliding windows of the padded input, per filter tap"
+_DOC_V1 = "direct loops, parallel over N*K (bwd-data N*C, bwd-weight K*C)"
+_DOC_V2 = "im2col + BLAS GEMM one image at a time, BLAS threads the GEMM"
+_DOC_V3 = "images in parallel (prange), each im2col + 1-thread BLAS GEMM"
+
+_register("conv2d_forward", "numpy", 1, default=True, doc=_DOC_NUMPY)(conv2d_forward_numpy)
+_register("conv2d_backward_data", "numpy", 1, default=True, doc=_DOC_NUMPY)(
+    conv2d_backward_data_numpy)
+_register("conv2d_backward_weight", "numpy", 1, default=True, doc=_DOC_NUMPY)(
+    conv2d_backward_weight_numpy)
+
+_register("conv2d_forward", "numba", 1, doc=_DOC_V1)(conv2d_forward_numba_v1)
+_register("conv2d_backward_data", "numba", 1, doc=_DOC_V1)(conv2d_backward_data_numba_v1)
+_register("conv2d_backward_weight", "numba", 1, doc=_DOC_V1)(conv2d_backward_weight_numba_v1)
+
+_register("conv2d_forward", "numba", 2, doc=_DOC_V2)(conv2d_forward_numba_v2)
+_register("conv2d_backward_data", "numba", 2, doc=_DOC_V2)(conv2d_backward_data_numba_v2)
+_register("conv2d_backward_weight", "numba", 2, doc=_DOC_V2)(conv2d_backward_weight_numba_v2)
+
+_register("conv2d_forward", "numba", 3, default=True, doc=_DOC_V3)(conv2d_forward_numba_v3)
+_register("conv2d_backward_data", "numba", 3, default=True, doc=_DOC_V3)(
+    conv2d_backward_data_numba_v3)
+_register("conv2d_backward_weight", "numba", 3, default=True, doc=_DOC_V3)(
+    conv2d_backward_weight_numba_v3)

@@ -1,0 +1,85 @@
+"""The seqgrid CLI: validation before timing, JSON output, errors."""
+import json
+
+import numpy as np
+import pytest
+
+from bench import cli, runners
+from bench.workloads import get_set
+from kernels import registry
+
+
+def run_cli(capsys, *argv):
+    code = cli.main(list(argv))
+    out = capsys.readouterr().out
+    return code, out
+
+
+def test_compare_quick_json(capsys):
+    code, out = run_cli(capsys, "compare", "conv2d", "maxpool2d", "--workload", "quick",
+                        "--no-torch", "--budget", "0.01", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert not data["failures"]
+    impls = {(r["op"], r["impl"]) for r in data["rows"]}
+    for v in registry.versions("conv2d_forward", "numba"):
+        assert ("conv2d", f"numba/v{v}") in impls
+    for r in data["rows"]:
+        assert r["ms"] > 0 and r["gflops"] > 0 and r["pct_roofline"] > 0
+
+
+def test_mismatch_exits_nonzero_and_names_the_tensor(capsys):
+    good = registry.get("maxpool2d_backward", "numba")
+
+    def wrong_backward(dout, argmax, x_shape):
+        dx = good(dout, argmax, x_shape)
+        dx.reshape(-1)[0] += 1.0          # one wrong element is enough
+        return dx
+
+    ver = 999
+    registry.register("maxpool2d_forward", "numba", ver)(registry.get("maxpool2d_forward", "numba").fn)
+    registry.register("maxpool2d_backward", "numba", ver)(wrong_backward)
+    try:
+        code, out = run_cli(capsys, "compare", "maxpool2d", "--backends", "numba",
+                            "--versions", str(ver), "--no-torch", "--budget", "0.01", "--json")
+    finally:
+        for op in ("maxpool2d_forward", "maxpool2d_backward"):
+            registry._KERNELS.pop((op, "numba", ver))
+    assert code == 1
+    data = json.loads(out)
+    assert data["rows"] == []          # nothing is timed when anything mismatches
+    assert {f["tensor"] for f in data["failures"]} == {"dx"}
+    assert data["failures"][0]["impl"] == f"numba/v{ver}"
+
+
+def test_unknown_version_and_backend_are_errors(capsys):
+    assert cli.main(["compare", "conv2d", "--backends", "numba", "--versions", "77", "--no-torch"]) == 2
+    assert "versions" in capsys.readouterr().out
+    assert cli.main(["compare", "conv2d", "--backends", "tpu", "--no-torch"]) == 2
+    assert "unknown backend 'tpu'" in capsys.readouterr().out
+
+
+def test_info_json(capsys):
+    code, out = run_cli(capsys, "info", "--json", "--budget", "0.05")
+    assert code == 0
+    data = json.loads(out)
+    assert data["backends"]["numpy"]["available"]
+    assert data["peaks"]["cpu"]["sgemm_gflops"] > 0
+    assert any(k["op"] == "conv2d_forward" for k in data["kernels"])
+
+
+def test_validate_catches_nan_and_shape():
+    ref = {"out": np.ones((2, 2))}
+    assert runners.validate({"out": np.full((2, 2), np.nan)}, ref, np.float32).tensor == "out"
+    assert runners.validate({"out": np.ones((2, 3))}, ref, np.float32).tensor == "out"
+    assert runners.validate({"out": np.ones((2, 2)) + 1e-5}, ref, np.float32) is None
+
+
+@pytest.mark.parametrize("family", ["rnn_tanh", "lstm", "gru"])
+def test_recurrent_runners_validate(family):
+    if not registry.versions(f"{family}_sequence_forward", "numba"):
+        pytest.skip("recurrent kernels not registered")
+    w = get_set("quick", ops=[family])[0]
+    ref = runners.reference_outputs(w)
+    for impl in runners.implementations(family, ["numba"], with_torch=runners.torch_available()):
+        assert runners.validate(runners.make_runner(w, impl).outputs(), ref, w.dtype) is None, impl
