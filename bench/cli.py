@@ -3,6 +3,10 @@
     seqgrid info                      backends (and why one is unavailable), kernels, machine peaks
     seqgrid compare OP [OP ...]       validate every implementation against the reference,
                                       then time forward+backward on a workload set
+    seqgrid sweep OP                  one implementation over a batch sweep: GFLOP/s vs N,
+                                      Hockney's r_inf and n_1/2
+    seqgrid gap                       CNN vs RNN: throughput vs N, r_inf, n_1/2, gap ratio,
+                                      per-step latency, thread scaling, conv1d-vs-RNN pair
 
 Every command takes ``--json`` to print machine-readable output instead of tables.
 """
@@ -18,8 +22,12 @@ from rich.table import Table
 
 from kernels import registry
 
+from . import gap as gapm
 from . import roofline, runners, workloads
 from .timer import time_call
+
+EXIT_USAGE = 2          # bad input (names listed in the message), too large for memory
+EXIT_INTERRUPTED = 130  # Ctrl-C: rows measured so far are still printed
 
 
 def _console(args) -> Console:
@@ -109,6 +117,7 @@ def compare(families, set_name="quick", scale=1.0, backends=None, versions=None,
         runners.forward_op(family)      # validates the name
         impls = runners.implementations(family, backends, versions, with_torch)
         for w in workloads.get_set(set_name, scale=scale, ops=[family], dtype=dtype):
+            gapm.check_memory([w])
             ref = runners.reference_outputs(w)
             prepared = []
             for impl in impls:   # llm.c style: everything must match before anything is timed
@@ -152,7 +161,7 @@ def cmd_compare(args) -> int:
                 progress=lambda msg: status.update(f"timing {msg}"))
     except (registry.KernelNotFoundError, registry.BackendUnavailableError, ValueError) as exc:
         con.print(f"[red]error:[/] {exc}")
-        return 2
+        return EXIT_USAGE
     if args.json:
         print(json.dumps({"rows": rows, "failures": failures}, indent=2))
     else:
@@ -182,6 +191,253 @@ def cmd_compare(args) -> int:
 
 
 # ----------------------------------------------------------------------------
+# sweep and gap
+# ----------------------------------------------------------------------------
+def _batches(value: str) -> list[int]:
+    try:
+        out = sorted({int(v) for v in _list(value)})
+    except ValueError:
+        raise ValueError(f"--batches: expected comma-separated positive ints, got {value!r}") from None
+    if not out or out[0] < 1:
+        raise ValueError(f"--batches: expected comma-separated positive ints, got {value!r}")
+    return out
+
+
+def _impl(family: str, backend: str, version: str | None) -> runners.Impl:
+    """Validate backend (and version) names for ``family``; errors list the valid names."""
+    if backend not in registry.BACKENDS:
+        raise registry.KernelNotFoundError(
+            f"backend: unknown backend {backend!r}; expected one of {list(registry.BACKENDS)}")
+    op = runners.forward_op(family)
+    registry.check_backend(backend)
+    vs = registry.versions(op, backend)
+    if not vs:
+        have = [b for b in registry.BACKENDS if registry.versions(op, backend=b)]
+        raise registry.KernelNotFoundError(
+            f"backend: {family!r} has no {backend!r} implementation; backends with one: {have}")
+    if version is None:
+        return runners.Impl(backend, registry.default_version(op, backend))
+    try:
+        v = int(str(version).lstrip("v"))
+    except ValueError:
+        v = None
+    if v not in vs:
+        raise registry.KernelNotFoundError(
+            f"version: {family!r} on {backend!r} has versions {['v%d' % x for x in vs]}, "
+            f"not {version!r}")
+    return runners.Impl(backend, v)
+
+
+def _peaks(backend: str):
+    if backend == "cuda":
+        return roofline.gpu_peaks()[0]
+    return roofline.cpu_peaks()
+
+
+def _progress(con: Console):
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn)
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=con, transient=True)
+
+
+def _fmt(x, spec=".3g"):
+    if x is None or (isinstance(x, float) and not np.isfinite(x)):
+        return "-"
+    return format(x, spec)
+
+
+def cmd_sweep(args) -> int:
+    con = _console(args)
+    try:
+        impl = _impl(args.op, args.backend, args.version)
+        batches = _batches(args.batches)
+        ws = workloads.get_set(args.workload, scale=args.scale, ops=[args.op], dtype=args.dtype,
+                               scale_batch=False)
+        if not ws:
+            raise ValueError(f"workload set {args.workload!r} has no {args.op!r} workload")
+        fam = (gapm.pick_family(ws, "any", args.family) if args.family else ws[0])
+        if fam.op != args.op:
+            raise ValueError(f"--family {args.family!r} is a {fam.op!r} workload, not {args.op!r}")
+        gapm.check_memory([fam.with_batch(n) for n in batches])
+    except (registry.KernelNotFoundError, registry.BackendUnavailableError, ValueError) as exc:
+        con.print(f"[red]error:[/] {exc}")
+        return EXIT_USAGE
+    peaks = _peaks(impl.backend)
+    rows: list[dict] = []
+
+    def on_row(r):
+        d = r.to_dict()
+        w = fam.with_batch(r.N)
+        d["ms"] = r.seconds * 1e3
+        if peaks:
+            d["pct_roofline"] = roofline.percent_of_roofline(r.gflops, 2 * w.bytes,
+                                                             w.training_flops, peaks)
+        rows.append(d)
+        if progress is not None:
+            progress.update(task, advance=1, description=f"{fam.family} {impl.label} N={r.N}")
+
+    interrupted, error = False, None
+    timer = gapm.make_timer(impl, budget_s=args.budget)
+    progress = _progress(con)
+    try:
+        with progress:
+            task = progress.add_task(f"{fam.family} {impl.label}", total=len(batches))
+            gapm.sweep(fam, batches, timer, on_row)
+    except KeyboardInterrupt:
+        interrupted = True
+    except AssertionError as exc:   # the implementation disagrees with the reference
+        error = str(exc)
+    fit = gapm.fit_rows(fam, rows)
+    if args.json:
+        print(json.dumps({"op": args.op, "family": fam.family, "shape": fam.describe(),
+                          "impl": impl.label, "workload": args.workload, "scale": args.scale,
+                          "rows": rows, "fit": fit.to_dict() if fit else None,
+                          "interrupted": interrupted, "error": error}, indent=2))
+    else:
+        t = Table(title=f"batch sweep: {fam.family} on {impl.label} (forward+backward, "
+                        f"{args.dtype}){'  [interrupted]' if interrupted else ''}")
+        for c in ("N", "ms", "GFLOP/s", "items/s", "% roofline"):
+            t.add_column(c, justify="right")
+        for r in rows:
+            t.add_row(str(r["N"]), f"{r['ms']:.3f}", f"{r['gflops']:.3f}",
+                      f"{r['items_per_s']:.1f}", _fmt(r.get("pct_roofline"), ".1f"))
+        con.print(f"{fam.describe()} (N varies)")
+        con.print(t)
+        if fit:
+            con.print(f"Hockney fit t = a + b·N: r∞ = {_fmt(fit.r_inf_gflops)} GFLOP/s "
+                      f"({_fmt(fit.r_inf)} items/s), n½ = {_fmt(fit.n_half)} (fit), "
+                      f"{fit.n_half_measured} (smallest measured N with ≥ ½ of the best), "
+                      f"r² = {fit.r2:.3f}")
+        if interrupted:
+            con.print(f"[yellow]interrupted[/] after {len(rows)} of {len(batches)} batches")
+        if error:
+            con.print(f"[red]MISMATCH[/] {error}")
+    if error:
+        return 1
+    return EXIT_INTERRUPTED if interrupted else 0
+
+
+def cmd_gap(args) -> int:
+    con = _console(args)
+    if args.scale is None:
+        args.scale = 1.0 if args.workload == "quick" else 0.25
+    try:
+        batches = _batches(args.batches)
+        ws = workloads.get_set(args.workload, scale=args.scale, dtype=args.dtype,
+                               scale_batch=False)
+        cnn = gapm.pick_family(ws, "cnn", args.cnn)
+        rnn = gapm.pick_family(ws, "rnn", args.rnn)
+        impl_c = _impl(cnn.op, args.backend, None)
+        impl_r = _impl(rnn.op, args.backend, None)
+        conv1d, _ = gapm.conv1d_pair(rnn, args.k)
+        if args.plot:
+            try:
+                import matplotlib  # noqa: F401
+            except ImportError:
+                raise ValueError("--plot needs matplotlib: pip install -e \".[bench]\"") from None
+        gapm.check_memory([f.with_batch(n) for f in (cnn, rnn, conv1d) for n in batches])
+    except (registry.KernelNotFoundError, registry.BackendUnavailableError, ValueError) as exc:
+        con.print(f"[red]error:[/] {exc}")
+        return EXIT_USAGE
+    cnn_timer = gapm.make_timer(impl_c, args.budget)
+    rnn_timer = gapm.make_timer(impl_r, args.budget)
+    conv1d_timer = gapm.pair_timer(impl_c, rnn, args.budget)
+    n_pts = (2 * len(batches) + (0 if args.no_threads else 4)
+             + (0 if args.no_pair else len(batches)))
+    progress = _progress(con)
+    done = {"n": 0}
+
+    def counted(cnn_t):
+        def timer(w):
+            out = (cnn_t if w.op in workloads.CNN_OPS else rnn_timer)(w)
+            done["n"] += 1
+            progress.update(task, completed=done["n"], description=w.name)
+            return out
+        return timer
+
+    try:
+        with progress:
+            task = progress.add_task("gap", total=n_pts)
+            report = gapm.gap_report(cnn, rnn, batches, counted(cnn_timer), pair=not args.no_pair,
+                                     pair_k=args.k, pair_timer_=counted(conv1d_timer),
+                                     scaling=not args.no_threads)
+    except KeyboardInterrupt:
+        con.print("[yellow]interrupted[/]")
+        return EXIT_INTERRUPTED
+    except AssertionError as exc:
+        con.print(f"[red]MISMATCH[/] {exc}")
+        return 1
+    peaks = _peaks(args.backend)
+    report.update(backend=args.backend, impl={"cnn": impl_c.label, "rnn": impl_r.label},
+                  workload=args.workload, scale=args.scale, dtype=args.dtype,
+                  peak_sgemm_gflops=peaks["sgemm_gflops"] if peaks else None)
+    if args.plot:
+        title = (f"CNN vs RNN parallelism gap — {args.backend} ({impl_c.label}, {impl_r.label}), "
+                 f"set {args.workload!r} x{args.scale}, forward+backward {args.dtype}")
+        gapm.plot_gap(report, args.plot, title)
+        report["plot"] = str(args.plot)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    _print_gap(con, report)
+    return 0
+
+
+def _print_gap(con: Console, rep: dict) -> None:
+    c, r = rep["cnn"], rep["rnn"]
+    pair = rep.get("pair")
+    con.print(f"CNN: {c['family']}  {c['shape']} (N varies)  [{rep['impl']['cnn']}]")
+    con.print(f"RNN: {r['family']}  {r['shape']} (N varies)  [{rep['impl']['rnn']}]")
+    if pair:
+        con.print(f"like-for-like: {pair['conv']} on the RNN's own (T, N, I) input; "
+                  f"FLOPs conv/RNN = {pair['flop_match']:.4f}")
+    t = Table(title=f"throughput vs batch (forward+backward, {rep['dtype']}, {rep['backend']})")
+    cols = ["N", "CNN ms", "CNN GFLOP/s", "RNN ms", "RNN GFLOP/s", "gap CNN/RNN"]
+    if pair:
+        cols += ["conv1d GFLOP/s", "gap conv1d/RNN"]
+    for col in cols:
+        t.add_column(col, justify="right")
+    cr = {x["N"]: x for x in c["rows"]}
+    rr = {x["N"]: x for x in r["rows"]}
+    pr = {x["N"]: x for x in pair["conv_rows"]} if pair else {}
+    for n in rep["batches"]:
+        row = [str(n), _fmt(cr[n]["seconds"] * 1e3, ".3f"), _fmt(cr[n]["gflops"], ".2f"),
+               _fmt(rr[n]["seconds"] * 1e3, ".3f"), _fmt(rr[n]["gflops"], ".2f"),
+               _fmt(rep["gap"].get(str(n)), ".2f")]
+        if pair:
+            row += [_fmt(pr[n]["gflops"], ".2f"), _fmt(pair["gap"].get(str(n)), ".2f")]
+        t.add_row(*row)
+    con.print(t)
+    t = Table(title="gap metrics")
+    t.add_column("metric")
+    t.add_column("CNN", justify="right")
+    t.add_column("RNN", justify="right")
+    fc, fr = c["fit"] or {}, r["fit"] or {}
+    pk = rep.get("peak_sgemm_gflops")
+    t.add_row("r∞ GFLOP/s (fit t = a + b·N)", _fmt(fc.get("r_inf_gflops")), _fmt(fr.get("r_inf_gflops")))
+    if pk:
+        t.add_row("r∞ % of sgemm peak", _fmt(100 * (fc.get("r_inf_gflops") or np.nan) / pk, ".1f"),
+                  _fmt(100 * (fr.get("r_inf_gflops") or np.nan) / pk, ".1f"))
+    t.add_row("n½ (fit, a/b)", _fmt(fc.get("n_half")), _fmt(fr.get("n_half")))
+    t.add_row("n½ (read off: smallest N ≥ ½ best)", _fmt(fc.get("n_half_measured")),
+              _fmt(fr.get("n_half_measured")))
+    t.add_row("fit r²", _fmt(fc.get("r2"), ".3f"), _fmt(fr.get("r2"), ".3f"))
+    ts = rep.get("thread_scaling")
+    if ts:
+        nt = ts["cnn"]["threads"]
+        t.add_row(f"thread speedup {nt[0]}→{nt[-1]} (N={rep['batches'][-1]})",
+                  f"{ts['cnn']['speedup']:.2f}x", f"{ts['rnn']['speedup']:.2f}x")
+    t.add_row(f"RNN per-step latency (N={rep['step_latency_N']}, time/T)", "",
+              f"{rep['step_latency_s'] * 1e6:.1f} µs")
+    con.print(t)
+    con.print("gap = GFLOP/s(CNN) / GFLOP/s(RNN) at equal batch (> 1: the CNN uses the machine "
+              "better). Times are medians of one forward+backward step.")
+    if rep.get("plot"):
+        con.print(f"figure: {rep['plot']}")
+
+
+# ----------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="seqgrid", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -206,6 +462,41 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--no-torch", action="store_true", help="leave out the PyTorch row")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_compare)
+
+    batches = ",".join(map(str, gapm.DEFAULT_BATCHES))
+    q = sub.add_parser("sweep", help="one implementation over a batch sweep (r_inf, n_1/2)")
+    q.add_argument("op", metavar="OP", choices=list(runners.FAMILIES),
+                   help=f"one of {', '.join(runners.FAMILIES)}")
+    q.add_argument("--batches", default=batches, help=f"comma-separated N (default {batches})")
+    q.add_argument("--backend", default="numba", help=f"one of {', '.join(registry.BACKENDS)}")
+    q.add_argument("--version", help="kernel version, e.g. 2 (default: the backend's default)")
+    q.add_argument("--workload", default="quick",
+                   help=f"workload set the shape comes from: {', '.join(workloads.set_names())}")
+    q.add_argument("--scale", type=float, default=1.0, help="shrink the set (N is kept)")
+    q.add_argument("--family", help="workload family within the set (default: the op's first)")
+    q.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    q.add_argument("--budget", type=float, default=0.2, help="seconds of timing per batch")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_sweep)
+
+    q = sub.add_parser("gap", help="CNN vs RNN parallelism gap: r_inf, n_1/2, gap ratio, ...")
+    q.add_argument("--workload", default="seeds",
+                   help=f"workload set: {', '.join(workloads.set_names())} (default seeds)")
+    q.add_argument("--scale", type=float, default=None,
+                   help="shrink the set, N is kept (default 0.25, or 1 for the quick set: "
+                        "< 1 min on 2 cores)")
+    q.add_argument("--cnn", help="conv2d family of the set (default: its first)")
+    q.add_argument("--rnn", help="recurrent family of the set (default: its first)")
+    q.add_argument("--batches", default=batches, help=f"comma-separated N (default {batches})")
+    q.add_argument("--backend", default="numba", help=f"one of {', '.join(registry.BACKENDS)}")
+    q.add_argument("--k", type=int, default=3, help="conv1d width of the like-for-like pair (odd)")
+    q.add_argument("--no-pair", action="store_true", help="skip the conv1d-vs-RNN pair")
+    q.add_argument("--no-threads", action="store_true", help="skip thread scaling")
+    q.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    q.add_argument("--budget", type=float, default=0.1, help="seconds of timing per point")
+    q.add_argument("--plot", metavar="PNG", help="write the figure here (matplotlib, Agg)")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=cmd_gap)
     return p
 
 

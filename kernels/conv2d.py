@@ -29,6 +29,17 @@ numba v3  the same per-image work, images in parallel: prange over N (handed out
           threadpoolctl) so the two thread pools do not fight over the cores; bwd-weight
           keeps one partial dW per thread. Falls back to v2 when N == 1.
           The numba default: the fastest measured at N=8 on 2 threads.
+cuda v1   (kernels/cuda/conv2d.cu, on "cuda" and "cuda-emu") direct: one thread per
+          output element (forward) / per input element gathering over the taps (k,r,s)
+          that reach it (backward-data, no atomics); backward-weight one block per
+          (k,c,r,s) reducing over N*P*Q in shared memory.
+cuda v2   shared-memory tiled implicit GEMM (the im2col matrix is gathered tile by tile,
+          never stored): 64x64 output tile per 256-thread block, 16-deep steps, a 4x4
+          register tile per thread. forward (K, NPQ) = W (K, CRS) @ col; backward-data
+          (C, NHW) = W^T @ dout gathered, one GEMM per stride phase over its valid taps
+          only; backward-weight (K, CRS) += dout (K, NPQ) @ col^T, NPQ split over blocks
+          into a workspace summed in a fixed order (deterministic). The cuda default.
+          dbias on cuda (both versions): one block per k, shared-memory reduction.
 
 Helpers used by every version: :func:`conv2d_output_shape` and :func:`check_conv2d`.
 """
@@ -43,6 +54,9 @@ from numba import njit, prange
 
 from . import registry
 from ._checks import check_float_array, check_shape, pair
+from .cuda.common import THREADS as CUDA_THREADS
+from .cuda.common import blocks_for, ctype, device_xp, register_cuda
+from .cuda.loader import load_module
 
 __all__ = ["conv2d_output_shape", "check_conv2d", "ConvGeometry"]
 
@@ -117,43 +131,44 @@ def conv2d_output_shape(x_shape, w_shape, stride=1, padding=0, dilation=1
     return g.N, g.K, g.P, g.Q
 
 
-def _check_accumulator(name: str, acc, ndim: int, dtype) -> None:
+def _check_accumulator(name: str, acc, ndim: int, dtype, xp=None) -> None:
     """A caller-owned gradient array: right type, dtype, rank, writeable; never copied."""
-    check_float_array(name, acc, ndim=ndim, dtype=dtype)  # (its copy, if any, is discarded)
-    if not acc.flags.writeable:
+    check_float_array(name, acc, ndim=ndim, dtype=dtype, xp=xp)  # (its copy is discarded)
+    if not getattr(acc.flags, "writeable", True):   # (CuPy arrays have no such flag)
         raise ValueError(f"{name}: must be writeable (gradients are accumulated into it)")
 
 
 def check_conv2d(x=None, weight=None, bias=None, stride=1, padding=0, dilation=1, *,
-                 dout=None, x_shape=None, dweight=None, dbias=None):
+                 dout=None, x_shape=None, dweight=None, dbias=None, xp=None):
     """Validate the arguments of any conv2d op; return ``(x, weight, bias, dout, geometry)``
     with every input array C-contiguous (copied once if it was not).
 
     Forward: ``x, weight, bias``; backward-data: ``weight, dout, x_shape``; backward-weight:
     ``x, dout, dweight, dbias`` (``dweight`` gives the filter shape). ``dweight``/``dbias``
-    are caller-owned accumulators: checked for dtype and shape, never copied.
+    are caller-owned accumulators: checked for dtype and shape, never copied. ``xp`` is the
+    array module every array must belong to (default NumPy; CuPy for the ``cuda`` backend).
     """
     dtype = None
     if x is not None:
-        x = check_float_array("x", x, ndim=4)
+        x = check_float_array("x", x, ndim=4, xp=xp)
         dtype, shp, x_name = x.dtype, x.shape, "x"
     else:
         shp, x_name = x_shape, "x_shape"
     if weight is not None:
-        weight = check_float_array("weight", weight, ndim=4, dtype=dtype)
+        weight = check_float_array("weight", weight, ndim=4, dtype=dtype, xp=xp)
         dtype, w_shape, w_name = weight.dtype, weight.shape, "weight"
     else:
-        _check_accumulator("dweight", dweight, 4, dtype)
+        _check_accumulator("dweight", dweight, 4, dtype, xp)
         w_shape, w_name = dweight.shape, "dweight"
     g = conv_geometry(shp, w_shape, stride, padding, dilation, x_name=x_name, w_name=w_name)
     if bias is not None:
-        bias = check_float_array("bias", bias, ndim=1, dtype=dtype)
+        bias = check_float_array("bias", bias, ndim=1, dtype=dtype, xp=xp)
         check_shape("bias", bias, (g.K,))
     if dout is not None:
-        dout = check_float_array("dout", dout, ndim=4, dtype=dtype)
+        dout = check_float_array("dout", dout, ndim=4, dtype=dtype, xp=xp)
         check_shape("dout", dout, (g.N, g.K, g.P, g.Q))
     if dbias is not None:
-        _check_accumulator("dbias", dbias, 1, dtype)
+        _check_accumulator("dbias", dbias, 1, dtype, xp)
         check_shape("dbias", dbias, (g.K,))
     return x, weight, bias, dout, g
 
@@ -590,6 +605,218 @@ def conv2d_backward_weight_numba_v3(dweight, dbias, dout, x, stride=1, padding=0
     dweight += part.sum(axis=0).reshape(dweight.shape)
     if dbias is not None:
         _accumulate(dbias, _backward_bias, dout)
+
+
+# ----------------------------------------------------------------------------
+# CUDA launchers (kernels/cuda/conv2d.cu): registered on "cuda" (CuPy arrays) and "cuda-emu"
+# (NumPy arrays, CPU emulator). Same validation as the CPU versions (check_conv2d with the
+# backend's array module); outputs allocated in the backend's memory.
+#   v1 direct: one thread per output (fwd) / input (bwd-data) element, grid-stride loops;
+#              bwd-weight one block per (k,c,r,s) with a shared-memory reduction over N*P*Q.
+#   v2 tiled:  implicit GEMM, 64x64 output tile, 16-deep steps in shared memory, 4x4 per
+#              thread; bwd-data per stride phase (valid taps only); bwd-weight split over
+#              N*P*Q into a workspace summed in a fixed order (deterministic).
+# dbias (both versions): one block per k, shared-memory reduction.
+# ----------------------------------------------------------------------------
+_CU_FILE = "conv2d.cu"
+_CU_KERNELS = ("conv2d_fwd_direct", "conv2d_bwd_data_direct", "conv2d_bwd_weight_direct",
+               "conv2d_bwd_bias", "conv2d_fwd_tiled", "conv2d_bwd_data_tiled",
+               "conv2d_bwd_weight_tiled", "conv2d_add_splits")
+_CU_TEMPLATES = tuple(f"{k}<{t}>" for k in _CU_KERNELS for t in ("float", "double"))
+_CU_MAX_BLOCKS = 65535        # grid-stride loops cover the rest
+_CU_TILE = 64                 # CONV_BM == CONV_BN in conv2d.cu
+_CU_STEP = 16                 # CONV_BK
+_CU_TILE_THREADS = 256        # CONV_THREADS
+_CU_SPLIT_BLOCKS = 256        # bwd-weight v2: split N*P*Q until about this many blocks run ...
+_CU_SPLIT_MIN_STEPS = 8       # ... keeping at least this many 16-deep steps per split
+_CU_SPLIT_MAX = 32
+_I32_MAX = 2**31 - 1
+
+
+def _cu_kernel(backend, name, dtype):
+    mod = load_module(_CU_FILE, backend, name_expressions=_CU_TEMPLATES)
+    return mod.get_function(f"{name}<{ctype(dtype)}>")
+
+
+def _cu_dims(g: ConvGeometry):
+    """``(C, H, W, K, R, S, P, Q, sh, sw, ph, pw, dh, dw)`` as int32 kernel arguments (every
+    per-tensor size must fit an int; element offsets in the kernels are 64-bit)."""
+    dims = (g.C, g.H, g.W, g.K, g.R, g.S, g.P, g.Q) + _hyper(g)
+    big = max(max(dims), g.C * g.R * g.S, g.K * g.R * g.S)
+    if big > _I32_MAX:
+        raise ValueError(f"conv2d (cuda): a dimension or C*R*S / K*R*S is {big} > 2^31-1; "
+                         "the CUDA kernels index filters and planes with int")
+    return tuple(np.int32(d) for d in dims)
+
+
+def _cu_tiles(n: int) -> int:
+    return max(1, -(-int(n) // _CU_TILE))
+
+
+def _cu_check_grid(name, value, limit=65535):
+    if value > limit:
+        raise ValueError(f"conv2d (cuda): {name} needs {value} blocks > {limit} (grid limit)")
+
+
+def _pow2_threads(n: int, lo: int = 32, hi: int = 256) -> int:
+    """Threads for a block reduction over ``n`` items: a power of two in [lo, hi]."""
+    t = lo
+    while t < hi and t < n:
+        t *= 2
+    return t
+
+
+def _cu_accumulate(xp, acc, run):
+    """``run(target)`` adds into ``target``: ``acc`` itself if C-contiguous, else a zero
+    temporary added to ``acc`` afterwards (caller-owned views keep working)."""
+    if acc.flags.c_contiguous:
+        run(acc)
+    else:
+        tmp = xp.zeros(acc.shape, acc.dtype)
+        run(tmp)
+        acc += tmp
+
+
+def _cu_bias_args(bias, weight):
+    """(pointer, has_bias): a missing bias passes the weight as a never-read pointer."""
+    return (weight, np.int32(0)) if bias is None else (bias, np.int32(1))
+
+
+def _cu_dbias(backend, dbias, dout, g: ConvGeometry):
+    xp = device_xp(backend)
+    PQ = g.P * g.Q
+    threads = _pow2_threads(g.N * PQ)
+    fn = _cu_kernel(backend, "conv2d_bwd_bias", dout.dtype)
+    _cu_accumulate(xp, dbias, lambda t: fn((g.K,), (threads,), (t, dout, np.int32(g.N),
+                                                                 np.int32(g.K), np.int64(PQ))))
+
+
+# ---- v1 direct ----
+def _cu_forward_direct(backend, out, x, weight, bias, g):
+    total = out.size
+    b, has_b = _cu_bias_args(bias, weight)
+    fn = _cu_kernel(backend, "conv2d_fwd_direct", x.dtype)
+    grid = min(blocks_for(total, CUDA_THREADS), _CU_MAX_BLOCKS)
+    fn((grid,), (CUDA_THREADS,), (out, x, weight, b, has_b, np.int64(total)) + _cu_dims(g))
+
+
+def _cu_backward_data_direct(backend, dx, dout, weight, g):
+    total = dx.size
+    fn = _cu_kernel(backend, "conv2d_bwd_data_direct", dout.dtype)
+    grid = min(blocks_for(total, CUDA_THREADS), _CU_MAX_BLOCKS)
+    fn((grid,), (CUDA_THREADS,), (dx, dout, weight, np.int64(total)) + _cu_dims(g))
+
+
+def _cu_backward_weight_direct(backend, dw_acc, dout, x, g):
+    blocks = g.K * g.C * g.R * g.S
+    _cu_check_grid("bwd-weight v1 (K*C*R*S)", blocks, _I32_MAX)
+    threads = _pow2_threads(g.N * g.P * g.Q)
+    fn = _cu_kernel(backend, "conv2d_bwd_weight_direct", x.dtype)
+    fn((blocks,), (threads,), (dw_acc, dout, x, np.int32(g.N)) + _cu_dims(g))
+
+
+# ---- v2 tiled implicit GEMM ----
+def _cu_forward_tiled(backend, out, x, weight, bias, g):
+    gy = _cu_tiles(g.K)
+    _cu_check_grid("forward v2 (K / 64)", gy)
+    b, has_b = _cu_bias_args(bias, weight)
+    fn = _cu_kernel(backend, "conv2d_fwd_tiled", x.dtype)
+    fn((_cu_tiles(g.N * g.P * g.Q), gy), (_CU_TILE_THREADS,),
+       (out, x, weight, b, has_b, np.int32(g.N)) + _cu_dims(g))
+
+
+def _cu_backward_data_tiled(backend, dx, dout, weight, g):
+    phases = g.sh * g.sw
+    cols = g.N * (-(-g.H // g.sh)) * (-(-g.W // g.sw))      # the largest phase's columns
+    gy = _cu_tiles(g.C)
+    _cu_check_grid("bwd-data v2 (C / 64)", gy)
+    _cu_check_grid("bwd-data v2 (stride phases sh*sw)", phases)
+    fn = _cu_kernel(backend, "conv2d_bwd_data_tiled", dout.dtype)
+    fn((_cu_tiles(cols), gy, phases), (_CU_TILE_THREADS,),
+       (dx, dout, weight, np.int32(g.N)) + _cu_dims(g))
+
+
+def _cu_weight_splits(g: ConvGeometry) -> tuple[int, int]:
+    """(splits, chunk) for bwd-weight v2: enough blocks to fill a GPU, each split at least
+    _CU_SPLIT_MIN_STEPS reduction steps; chunk is a multiple of the 16-deep step."""
+    tiles = _cu_tiles(g.K) * _cu_tiles(g.C * g.R * g.S)
+    npq = g.N * g.P * g.Q
+    steps = -(-npq // _CU_STEP)
+    splits = max(1, min(_CU_SPLIT_MAX, _CU_SPLIT_BLOCKS // tiles, steps // _CU_SPLIT_MIN_STEPS))
+    chunk = -(-steps // splits) * _CU_STEP
+    return -(-npq // chunk), chunk
+
+
+def _cu_backward_weight_tiled(backend, dw_acc, dout, x, g):
+    xp = device_xp(backend)
+    gy = _cu_tiles(g.K)
+    _cu_check_grid("bwd-weight v2 (K / 64)", gy)
+    splits, chunk = _cu_weight_splits(g)
+    grid = (_cu_tiles(g.C * g.R * g.S), gy, splits)
+    fn = _cu_kernel(backend, "conv2d_bwd_weight_tiled", x.dtype)
+    tail = (np.int32(g.N),) + _cu_dims(g)
+    if splits == 1:
+        fn(grid, (_CU_TILE_THREADS,), (dw_acc, dout, x, np.int32(1), np.int64(chunk)) + tail)
+        return
+    total = dw_acc.size
+    part = xp.empty((splits, total), x.dtype)
+    fn(grid, (_CU_TILE_THREADS,), (part, dout, x, np.int32(0), np.int64(chunk)) + tail)
+    add = _cu_kernel(backend, "conv2d_add_splits", x.dtype)
+    add((min(blocks_for(total, CUDA_THREADS), _CU_MAX_BLOCKS),), (CUDA_THREADS,),
+        (dw_acc, part, np.int32(splits), np.int64(total)))
+
+
+def _make_cuda_conv2d(version, fwd, bwd_data, bwd_weight):
+    """The three op callables of CUDA version ``version`` for ``backend``."""
+    def make_forward(backend):
+        def forward(x, weight, bias, stride=1, padding=0, dilation=1):
+            x, weight, bias, _, g = check_conv2d(x, weight, bias, stride, padding, dilation,
+                                                 xp=device_xp(backend))
+            out = device_xp(backend).empty((g.N, g.K, g.P, g.Q), x.dtype)
+            fwd(backend, out, x, weight, bias, g)
+            return out
+        forward.__doc__ = f"conv2d forward, CUDA v{version} ({backend})."
+        return forward
+
+    def make_backward_data(backend):
+        def backward_data(dout, weight, x_shape, stride=1, padding=0, dilation=1):
+            _, weight, _, dout, g = check_conv2d(None, weight, None, stride, padding, dilation,
+                                                 dout=dout, x_shape=x_shape,
+                                                 xp=device_xp(backend))
+            dx = device_xp(backend).empty((g.N, g.C, g.H, g.W), weight.dtype)
+            bwd_data(backend, dx, dout, weight, g)
+            return dx
+        backward_data.__doc__ = f"conv2d dL/dx, CUDA v{version} ({backend})."
+        return backward_data
+
+    def make_backward_weight(backend):
+        def backward_weight(dweight, dbias, dout, x, stride=1, padding=0, dilation=1):
+            xp = device_xp(backend)
+            x, _, _, dout, g = check_conv2d(x, None, None, stride, padding, dilation, dout=dout,
+                                            dweight=dweight, dbias=dbias, xp=xp)
+            _cu_accumulate(xp, dweight, lambda t: bwd_weight(backend, t, dout, x, g))
+            if dbias is not None:
+                _cu_dbias(backend, dbias, dout, g)
+        backward_weight.__doc__ = (f"conv2d dL/dweight, dL/dbias (accumulated), CUDA "
+                                   f"v{version} ({backend}).")
+        return backward_weight
+
+    return make_forward, make_backward_data, make_backward_weight
+
+
+_DOC_CU1 = ("direct: one thread per output (fwd) / input (bwd-data, gather, no atomics) "
+            "element; bwd-weight one block per (k,c,r,s) + shared-memory reduction")
+_DOC_CU2 = ("shared-memory tiled implicit GEMM, 64x64 tile, 16-deep steps, 4x4 per thread; "
+            "bwd-data per stride phase, bwd-weight split-K (deterministic)")
+for _v, _default, _doc, _kernels in (
+        (1, False, _DOC_CU1, (_cu_forward_direct, _cu_backward_data_direct,
+                              _cu_backward_weight_direct)),
+        (2, True, _DOC_CU2, (_cu_forward_tiled, _cu_backward_data_tiled,
+                             _cu_backward_weight_tiled))):
+    for _op, _factory in zip(("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight"),
+                             _make_cuda_conv2d(_v, *_kernels)):
+        register_cuda(_op, _v, default=_default, doc=_doc)(_factory)
+del _v, _default, _doc, _kernels, _op, _factory
 
 
 # ----------------------------------------------------------------------------

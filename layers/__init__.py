@@ -18,3 +18,7 @@ __all__ = [
     "Linear", "Flatten", "ReLU", "Sigmoid", "Tanh", "Sequential",
     "SoftmaxCrossEntropy", "MSELoss",
 ]
+from .recurrent import GRU, LSTM, RNN, JordanRNN  # noqa: E402
+from .clip import clip_grad_norm_, clip_grad_value_  # noqa: E402
+
+__all__ += ["RNN", "LSTM", "GRU", "JordanRNN", "clip_grad_norm_", "clip_grad_value_"]

@@ -1,0 +1,1275 @@
+"""Recurrent kernels batched across sentences: RNN (tanh / relu), LSTM, GRU, and a Jordan RNN.
+
+# T steps, N batch, I input, Hd hidden, G gates (rnn 1, lstm 4, gru 3), O output (Jordan)
+
+A recurrent step is a vector x matrix product per sentence; stacking the N sentences of a batch at
+the same time step turns it into a matrix x matrix product (``h (N, Hd) @ W_hh^T (Hd, G*Hd)``).
+Every sequence kernel below therefore works on a whole time-major batch ``x (T, N, I)``:
+
+* forward: the input projection ``X @ W_ih^T + b_ih`` for all T steps is ONE GEMM over T*N rows
+  before the time loop; the loop then only does ``h_{t-1} @ W_hh^T`` (GEMM, GEMV at N=1) and the
+  fused gate nonlinearities, saving the post-activation gates (backward recomputes nothing);
+* backward (BPTT): the sequential part is only the recursion for dh (and dc); the pre-activation
+  gradients of all steps are kept, and dW_ih, dW_hh, db_ih, db_hh and dx are ONE GEMM (or one
+  reduction) each over all T*N rows after the loop.
+
+Cells and equations (PyTorch's gate order and equations, so a ``state_dict`` moves unchanged):
+
+* ``rnn_tanh`` / ``rnn_relu``: ``h_t = f(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)``
+* ``lstm`` (gates i,f,g,o): ``i,f,o = sigmoid(.)``, ``g = tanh(.)``, ``c_t = f*c_{t-1} + i*g``,
+  ``h_t = o * tanh(c_t)``
+* ``gru`` (gates r,z,n): ``r,z = sigmoid(.)``, ``n = tanh(W_in x + b_in + r*(W_hn h + b_hn))``,
+  ``h_t = (1-z)*n + z*h_{t-1}``
+* ``jordan``: the previous step's OUTPUT feeds the hidden layer:
+  ``h_t = tanh(x_t W_ih^T + y_{t-1} W_hy^T + b_h)``, ``y_t = h_t W_ho^T + b_o`` (``y_{-1} = y0``).
+
+Versions (per op; every op exists on both backends unless noted)
+-----------------------------------------------------------------
+numpy v1  reference: plain NumPy, float32/float64; one GEMM input projection, per-step GEMM and
+          vectorised gates, one-GEMM weight gradients; also the ``*_step_*`` ops (numpy only).
+numba v1  (default) per-step Python loop: NumPy's BLAS GEMM for ``h @ W_hh^T`` / ``dg @ W_hh`` plus
+          one fused ``prange`` elementwise kernel per step (gates + state update + masking).
+          Fastest measured here: NumPy's OpenBLAS beats the BLAS numba's ``np.dot`` reaches
+          (SciPy's) by ~1.5x on these shapes, and the Python overhead is ~10 us per step.
+numba v2  the whole time loop inside ONE compiled ``@njit`` call (no per-step Python): ``np.dot``
+          (BLAS) per step inside njit plus the same fused ``prange`` elementwise kernels.
+numba v3  as v2, but for N <= ``SMALL_N`` (8) each step is ONE parallel region: a
+          hand-written GEMV/skinny GEMM over blocks of hidden units (``W_hh^T`` stored (Hd, G*Hd)
+          so the inner loop is contiguous and vectorises without fastmath) fused with that
+          block's gates; backward uses an axpy-form GEMV over column blocks of ``W_hh``.
+          For N > SMALL_N it runs the v2 path. (Measured slower than BLAS GEMV on AVX2; kept.)
+Jordan: ``jordan_sequence_forward`` / ``jordan_sequence_backward`` on numpy v1 and numba v1 (one
+njit call for the loop, BLAS inside).
+
+Numba implementation notes (measured on a 2-core AVX2 EPYC, see the issue's benchmark):
+* the elementwise kernels dispatch ``cell`` to a literal constant so every inlined copy is
+  specialised (a runtime cell test inside the unit loop cost 4x); tanh is computed with one exp
+  (libm's scalar tanh is 4x slower) plus a Taylor branch near 0 (float64-accurate);
+* each elementwise kernel has a serial twin, used below ``PARALLEL_MIN_UNITS`` N*G*Hd values:
+  numba's OpenMP pool and OpenBLAS's pool both spin after a parallel region and fight for the
+  cores when they alternate every step (3-10x slowdowns measured), so the GEMMs get the threads;
+* numba's ``np.dot`` goes to SciPy's OpenBLAS, measured ~1.5x slower than NumPy's on the skinny
+  per-step GEMMs, and hand-written GEMV loops reached ~1/3 of OpenBLAS's bandwidth: that is why
+  v1 (NumPy's BLAS, ~10 us Python overhead per step) is the default.
+
+Op names and signatures (``cell`` in rnn_tanh, rnn_relu, gru; lstm adds c0 / dc_n / c_n / dc0)
+------------------------------------------------------------------------------------------
+``{cell}_sequence_forward(x, h0, w_ih, w_hh, b_ih, b_hh, lengths=None, reverse=False)``
+    -> ``(y, h_n, cache)``
+``lstm_sequence_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=None, reverse=False)``
+    -> ``(y, h_n, c_n, cache)``
+``{cell}_sequence_backward(dw_ih, dw_hh, db_ih, db_hh, dy, dh_n, x, w_ih, w_hh, cache,
+                           lengths=None, reverse=False, bptt_steps=None)`` -> ``(dx, dh0)``
+``lstm_sequence_backward(dw_ih, dw_hh, db_ih, db_hh, dy, dh_n, dc_n, x, w_ih, w_hh, cache,
+                         lengths=None, reverse=False, bptt_steps=None)`` -> ``(dx, dh0, dc0)``
+
+``{cell}_step_forward(x, h_prev, w_ih, w_hh, b_ih, b_hh)`` -> ``(h, saved)``
+``lstm_step_forward(x, h_prev, c_prev, w_ih, w_hh, b_ih, b_hh)`` -> ``(h, c, saved)``
+``{cell}_step_backward(dw_ih, dw_hh, db_ih, db_hh, dh, x, h_prev, w_ih, w_hh, saved)``
+    -> ``(dx, dh_prev, dgx, dgh)``
+``lstm_step_backward(dw_ih, dw_hh, db_ih, db_hh, dh, dc, x, h_prev, c_prev, w_ih, w_hh, saved)``
+    -> ``(dx, dh_prev, dc_prev, dgx, dgh)``
+
+``jordan_sequence_forward(x, y0, w_ih, w_hy, b_h, w_ho, b_o, lengths=None)`` -> ``(y, y_n, cache)``
+``jordan_sequence_backward(dw_ih, dw_hy, db_h, dw_ho, db_o, dy, dy_n, x, w_ih, w_hy, w_ho, cache,
+                           lengths=None, bptt_steps=None)`` -> ``(dx, dy0)``
+
+Arguments
+---------
+x (T, N, I); h0, c0 (N, Hd) or None (zeros); w_ih (G*Hd, I); w_hh (G*Hd, Hd); b_ih, b_hh (G*Hd,)
+or None (no bias).  y (T, N, Hd) is the output at every step (zero at padded steps); h_n / c_n the
+state after each sentence's own last step.  ``cache`` is a dict of the saved activations:
+``hprev`` (T, N, Hd) the state entering each step, ``gates`` (T, N, G*Hd) post-activation gates
+(for rnn it is the post-activation h, the same array as y), lstm adds ``cprev`` and ``tanh_c``
+(T, N, Hd), gru adds ``hn`` = W_hn h + b_hn (T, N, Hd): O(T*N*(G+3)*Hd) numbers in all.
+dy (T, N, Hd), dh_n, dc_n (N, Hd) may be None (zero).  The step ops' ``saved`` dict holds the
+per-step ``gates`` (and ``tanh_c`` / ``hn``); ``dgx``/``dgh`` are the pre-activation gradients
+w.r.t. the input and the hidden projection (they differ only in GRU's n-gate slice, where
+``dgh_n = dgx_n * r``).
+
+Parameter gradients (dw_*, db_*) ACCUMULATE (``+=``) into caller-owned arrays (None skips them);
+activation gradients (dx, dh0, dc0) are returned, freshly written.
+
+``lengths`` (N,) ints in [1, T] or None (all T): sentence n has valid steps ``t < lengths[n]``.
+Padded steps do not change the state (h, c carried through), their outputs are zero, their dy is
+ignored and no parameter gradient comes from them.  ``reverse=True`` runs the time loop from
+t = T-1 down to 0 (the reverse direction of a bidirectional layer); with lengths each sentence
+thus starts at its own last step, as PyTorch's packed sequences do.
+
+``bptt_steps=k`` (None or 0: full BPTT) truncates backpropagation through time in chunks of k
+steps counted per sentence in processing order (s = t forward, s = lengths[n]-1-t reverse): the
+state entering step s is treated as a constant for s = k, 2k, 3k, ... (its gradient is dropped), so
+the gradient arriving at step s (from dy[s], or dh_n at the last step) flows back through steps s,
+s-1, ..., k*floor(s/k) only; the first chunk (s < k) reaches h0 / c0.  This is exactly
+running the sequence in chunks of k steps and detaching the state between chunks.  dx and the
+parameter gradients of every step are still computed (only the time recursion is cut).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import registry
+from ._checks import check_float_array, check_shape
+
+try:  # numba is a hard dependency, but keep `import kernels.recurrent` alive without it
+    import numba
+    from numba import njit, prange
+    _HAVE_NUMBA = True
+except Exception:  # pragma: no cover
+    _HAVE_NUMBA = False
+
+UNIT_BLOCK = 256     # hidden units per parallel work item of the elementwise kernels
+CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
+GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
+_CODE = {"rnn_tanh": 0, "rnn_relu": 1, "lstm": 2, "gru": 3}
+SMALL_N = 8          # numba v3 uses its hand-written fused GEMV path for N <= SMALL_N
+
+
+# =============================================================================================
+# argument checks
+# =============================================================================================
+def _check_lengths(lengths, T, N):
+    """None -> None; else an int64 (N,) array with 1 <= lengths <= T (errors name `lengths`)."""
+    if lengths is None:
+        return None
+    arr = np.asarray(lengths)
+    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer)
+                                 or (np.issubdtype(arr.dtype, np.floating)
+                                     and np.all(arr == np.round(arr)))):
+        raise TypeError(f"lengths: expected integers, got dtype {arr.dtype}")
+    if arr.ndim != 1:
+        raise ValueError(f"lengths: expected a 1-d sequence of N={N} ints, got shape {arr.shape}")
+    if arr.shape[0] != N:
+        raise ValueError(f"lengths: expected {N} lengths (one per sentence, N={N}), "
+                         f"got {arr.shape[0]}")
+    arr = arr.astype(np.int64)
+    if arr.size and (arr.min() < 1 or arr.max() > T):
+        raise ValueError(f"lengths: expected every length in [1, T={T}], got min {arr.min()}, "
+                         f"max {arr.max()}")
+    return np.ascontiguousarray(arr)
+
+
+def _check_bptt(bptt_steps):
+    if bptt_steps is None:
+        return 0
+    if isinstance(bptt_steps, bool) or not isinstance(bptt_steps, (int, np.integer)):
+        raise TypeError(f"bptt_steps: expected None or a positive int, got {bptt_steps!r}")
+    if bptt_steps < 0:
+        raise ValueError(f"bptt_steps: expected None, 0 or a positive int, got {bptt_steps}")
+    return int(bptt_steps)
+
+
+def _opt_array(name, a, shape, dtype):
+    if a is None:
+        return None
+    a = check_float_array(name, a, len(shape), dtype=dtype)
+    check_shape(name, a, shape)
+    return a
+
+
+def _check_weights(cell, x, w_ih, w_hh, b_ih, b_hh):
+    G = GATES[cell]
+    w_hh = check_float_array("w_hh", w_hh, 2, dtype=x.dtype)
+    GHd, Hd = w_hh.shape
+    if Hd < 1 or GHd != G * Hd:
+        raise ValueError(f"w_hh: expected shape ({G}*Hd, Hd) for cell {cell!r} "
+                         f"(gates stacked on axis 0), got {tuple(w_hh.shape)}")
+    w_ih = check_float_array("w_ih", w_ih, 2, dtype=x.dtype)
+    check_shape("w_ih", w_ih, (G * Hd, x.shape[-1]))
+    b_ih = _opt_array("b_ih", b_ih, (G * Hd,), x.dtype)
+    b_hh = _opt_array("b_hh", b_hh, (G * Hd,), x.dtype)
+    return w_ih, w_hh, b_ih, b_hh, G, Hd
+
+
+def _check_x(x):
+    x = check_float_array("x", x, 3)
+    if x.shape[0] < 1 or x.shape[1] < 1:
+        raise ValueError(f"x: expected shape (T, N, I) with T >= 1 and N >= 1, got {x.shape}")
+    return x
+
+
+def _check_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths):
+    x = _check_x(x)
+    T, N, _ = x.shape
+    w_ih, w_hh, b_ih, b_hh, G, Hd = _check_weights(cell, x, w_ih, w_hh, b_ih, b_hh)
+    h0 = _opt_array("h0", h0, (N, Hd), x.dtype)
+    c0 = _opt_array("c0", c0, (N, Hd), x.dtype)
+    lengths = _check_lengths(lengths, T, N)
+    return x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, T, N, G, Hd
+
+
+_CACHE_KEYS = {"rnn_tanh": ("hprev", "gates"), "rnn_relu": ("hprev", "gates"),
+               "lstm": ("hprev", "gates", "cprev", "tanh_c"), "gru": ("hprev", "gates", "hn")}
+
+
+def _check_backward(cell, dw_ih, dw_hh, db_ih, db_hh, dy, dh_n, dc_n, x, w_ih, w_hh, cache,
+                    lengths, bptt_steps):
+    x = _check_x(x)
+    T, N, _ = x.shape
+    w_ih, w_hh, _, _, G, Hd = _check_weights(cell, x, w_ih, w_hh, None, None)
+    if not isinstance(cache, dict) or any(k not in cache for k in _CACHE_KEYS[cell]):
+        raise ValueError(f"cache: expected the dict returned by {cell}_sequence_forward with keys "
+                         f"{_CACHE_KEYS[cell]}")
+    cshape = {"hprev": (T, N, Hd), "gates": (T, N, (G if cell in ("lstm", "gru") else 1) * Hd),
+              "cprev": (T, N, Hd), "tanh_c": (T, N, Hd), "hn": (T, N, Hd)}
+    cache = {k: _opt_array(f"cache[{k!r}]", cache[k], cshape[k], x.dtype)
+             for k in _CACHE_KEYS[cell]}
+    dy = _opt_array("dy", dy, (T, N, Hd), x.dtype)
+    dh_n = _opt_array("dh_n", dh_n, (N, Hd), x.dtype)
+    dc_n = _opt_array("dc_n", dc_n, (N, Hd), x.dtype)
+    for name, g, shape in (("dw_ih", dw_ih, w_ih.shape), ("dw_hh", dw_hh, w_hh.shape),
+                           ("db_ih", db_ih, (G * Hd,)), ("db_hh", db_hh, (G * Hd,))):
+        if g is not None:
+            if not isinstance(g, np.ndarray) or not g.flags.c_contiguous:
+                raise TypeError(f"{name}: expected a C-contiguous NumPy array (accumulated in "
+                                "place) or None")
+            check_float_array(name, g, len(shape), dtype=x.dtype)
+            check_shape(name, g, shape)
+    lengths = _check_lengths(lengths, T, N)
+    return (x, w_ih, w_hh, cache, dy, dh_n, dc_n, lengths, _check_bptt(bptt_steps), T, N, G, Hd)
+
+
+def _param_grads(dw_ih, dw_hh, db_ih, db_hh, dgx, dgh, x, hprev, w_ih):
+    """The parallel part of BPTT: ONE GEMM each over all T*N rows; returns dx (T, N, I)."""
+    T, N, I = x.shape
+    GHd = dgx.shape[-1]
+    Hd = hprev.shape[-1]
+    DGX = dgx.reshape(T * N, GHd)
+    DGH = dgh.reshape(T * N, GHd)
+    if dw_ih is not None:
+        dw_ih += DGX.T @ x.reshape(T * N, I)
+    if dw_hh is not None:
+        dw_hh += DGH.T @ hprev.reshape(T * N, Hd)
+    if db_ih is not None:
+        db_ih += DGX.sum(axis=0)
+    if db_hh is not None:
+        db_hh += DGH.sum(axis=0)
+    return (DGX @ w_ih).reshape(T, N, I)
+
+
+def _input_projection(x, w_ih, b_ih):
+    """ONE GEMM over all T*N rows: (T, N, I) @ (I, G*Hd) (+ b_ih)."""
+    T, N, I = x.shape
+    xg = (x.reshape(T * N, I) @ w_ih.T).reshape(T, N, w_ih.shape[0])
+    if b_ih is not None:
+        xg += b_ih
+    return xg
+
+
+# =============================================================================================
+# NumPy reference
+# =============================================================================================
+def _sigmoid(a):
+    return 1.0 / (1.0 + np.exp(-a))
+
+
+def _ref_cell_forward(cell, xg, hg, h_prev, c_prev):
+    """Pointwise part of one step. xg = x W_ih^T + b_ih, hg = h_prev W_hh^T + b_hh (N, G*Hd).
+    Returns (h, c, saved)."""
+    Hd = h_prev.shape[1]
+    if cell == "rnn_tanh":
+        h = np.tanh(xg + hg)
+        return h, None, {"gates": h}
+    if cell == "rnn_relu":
+        h = np.maximum(xg + hg, 0)
+        return h, None, {"gates": h}
+    if cell == "lstm":
+        a = xg + hg
+        i = _sigmoid(a[:, :Hd])
+        f = _sigmoid(a[:, Hd:2 * Hd])
+        g = np.tanh(a[:, 2 * Hd:3 * Hd])
+        o = _sigmoid(a[:, 3 * Hd:])
+        c = f * c_prev + i * g
+        tc = np.tanh(c)
+        return o * tc, c, {"gates": np.concatenate([i, f, g, o], axis=1), "tanh_c": tc}
+    # gru
+    r = _sigmoid(xg[:, :Hd] + hg[:, :Hd])
+    z = _sigmoid(xg[:, Hd:2 * Hd] + hg[:, Hd:2 * Hd])
+    hn = hg[:, 2 * Hd:]
+    n = np.tanh(xg[:, 2 * Hd:] + r * hn)
+    h = (1 - z) * n + z * h_prev
+    return h, None, {"gates": np.concatenate([r, z, n], axis=1), "hn": hn}
+
+
+def _ref_cell_backward(cell, dh, dc, h_prev, c_prev, saved):
+    """Pointwise backward of one step: from dh_t (and dc_t) to the pre-activation gradients.
+    Returns (dgx, dgh, dh_direct, dc_prev); dh_prev = dh_direct + dgh @ W_hh."""
+    Hd = h_prev.shape[1]
+    gates = saved["gates"]
+    if cell == "rnn_tanh":
+        da = dh * (1 - gates * gates)
+        return da, da, 0, None
+    if cell == "rnn_relu":
+        da = dh * (gates > 0)
+        return da, da, 0, None
+    if cell == "lstm":
+        i, f, g, o = (gates[:, q * Hd:(q + 1) * Hd] for q in range(4))
+        tc = saved["tanh_c"]
+        dct = dc + dh * o * (1 - tc * tc)
+        da = np.concatenate([dct * g * i * (1 - i), dct * c_prev * f * (1 - f),
+                             dct * i * (1 - g * g), dh * tc * o * (1 - o)], axis=1)
+        return da, da, 0, dct * f
+    # gru
+    r, z, n = (gates[:, q * Hd:(q + 1) * Hd] for q in range(3))
+    dn = dh * (1 - z)
+    dz = dh * (h_prev - n)
+    dan = dn * (1 - n * n)
+    dar = dan * saved["hn"] * r * (1 - r)
+    daz = dz * z * (1 - z)
+    dgx = np.concatenate([dar, daz, dan], axis=1)
+    dgh = np.concatenate([dar, daz, dan * r], axis=1)
+    return dgx, dgh, dh * z, None
+
+
+def _ref_step_forward(cell, x, h_prev, c_prev, w_ih, w_hh, b_ih, b_hh):
+    x = check_float_array("x", x, 2)
+    w_ih, w_hh, b_ih, b_hh, G, Hd = _check_weights(cell, x, w_ih, w_hh, b_ih, b_hh)
+    N = x.shape[0]
+    h_prev = _opt_array("h_prev", h_prev, (N, Hd), x.dtype)
+    if h_prev is None:
+        raise TypeError("h_prev: expected an (N, Hd) array, got None")
+    if cell == "lstm":
+        c_prev = _opt_array("c_prev", c_prev, (N, Hd), x.dtype)
+        if c_prev is None:
+            raise TypeError("c_prev: expected an (N, Hd) array, got None")
+    xg = x @ w_ih.T
+    if b_ih is not None:
+        xg = xg + b_ih
+    hg = h_prev @ w_hh.T
+    if b_hh is not None:
+        hg = hg + b_hh
+    return _ref_cell_forward(cell, xg, hg, h_prev, c_prev)
+
+
+def _ref_step_backward(cell, dw_ih, dw_hh, db_ih, db_hh, dh, dc, x, h_prev, c_prev, w_ih, w_hh,
+                       saved):
+    x = check_float_array("x", x, 2)
+    w_ih, w_hh, _, _, G, Hd = _check_weights(cell, x, w_ih, w_hh, None, None)
+    N = x.shape[0]
+    dh = _opt_array("dh", dh, (N, Hd), x.dtype)
+    h_prev = _opt_array("h_prev", h_prev, (N, Hd), x.dtype)
+    if cell == "lstm":
+        dc = np.zeros_like(dh) if dc is None else _opt_array("dc", dc, (N, Hd), x.dtype)
+    dgx, dgh, dh_direct, dc_prev = _ref_cell_backward(cell, dh, dc, h_prev, c_prev, saved)
+    if dw_ih is not None:          # per-step outer products (the sequence kernels do ONE GEMM)
+        dw_ih += dgx.T @ x
+    if dw_hh is not None:
+        dw_hh += dgh.T @ h_prev
+    if db_ih is not None:
+        db_ih += dgx.sum(axis=0)
+    if db_hh is not None:
+        db_hh += dgh.sum(axis=0)
+    dx = dgx @ w_ih
+    dh_prev = dh_direct + dgh @ w_hh
+    if cell == "lstm":
+        return dx, dh_prev, dc_prev, dgx, dgh
+    return dx, dh_prev, dgx, dgh
+
+
+def _alloc_cache(cell, T, N, Hd, dtype):
+    G = GATES[cell]
+    cache = {"hprev": np.zeros((T, N, Hd), dtype),
+             "gates": np.zeros((T, N, G * Hd), dtype)}
+    if cell == "lstm":
+        cache["cprev"] = np.zeros((T, N, Hd), dtype)
+        cache["tanh_c"] = np.zeros((T, N, Hd), dtype)
+    elif cell == "gru":
+        cache["hn"] = np.zeros((T, N, Hd), dtype)
+    return cache
+
+
+def _ref_sequence_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse):
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, T, N, G, Hd = _check_forward(
+        cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths)
+    dt = x.dtype
+    xg = _input_projection(x, w_ih, b_ih)                 # ONE GEMM for all T steps
+    h = np.zeros((N, Hd), dt) if h0 is None else h0.copy()
+    c = (np.zeros((N, Hd), dt) if c0 is None else c0.copy()) if cell == "lstm" else None
+    cache = _alloc_cache(cell, T, N, Hd, dt)
+    y = np.zeros((T, N, Hd), dt)
+    if cell in ("rnn_tanh", "rnn_relu"):
+        cache["gates"] = y                                # post-activation h is the output
+    for t in (range(T - 1, -1, -1) if reverse else range(T)):
+        valid = None if lengths is None else (t < lengths)[:, None]
+        cache["hprev"][t] = h
+        hg = h @ w_hh.T
+        if b_hh is not None:
+            hg += b_hh
+        if cell == "lstm":
+            cache["cprev"][t] = c
+        h_new, c_new, saved = _ref_cell_forward(cell, xg[t], hg, h, c)
+        if valid is not None:                             # padded steps carry the state
+            h_new = np.where(valid, h_new, 0)
+            saved = {k: np.where(valid, v, 0) for k, v in saved.items()}
+        y[t] = h_new
+        if cell != "rnn_tanh" and cell != "rnn_relu":
+            cache["gates"][t] = saved["gates"]
+        for k in ("tanh_c", "hn"):
+            if k in saved:
+                cache[k][t] = saved[k]
+        h = h_new if valid is None else np.where(valid, h_new, h)
+        if cell == "lstm":
+            c = c_new if valid is None else np.where(valid, c_new, c)
+    if cell == "lstm":
+        return y, h, c, cache
+    return y, h, cache
+
+
+def _ref_sequence_backward(cell, dw_ih, dw_hh, db_ih, db_hh, dy, dh_n, dc_n, x, w_ih, w_hh,
+                           cache, lengths, reverse, bptt_steps):
+    (x, w_ih, w_hh, cache, dy, dh_n, dc_n, lengths, k, T, N, G, Hd) = _check_backward(
+        cell, dw_ih, dw_hh, db_ih, db_hh, dy, dh_n, dc_n, x, w_ih, w_hh, cache, lengths,
+        bptt_steps)
+    dt = x.dtype
+    dh = np.zeros((N, Hd), dt) if dh_n is None else dh_n.copy()
+    dc = (np.zeros((N, Hd), dt) if dc_n is None else dc_n.copy()) if cell == "lstm" else None
+    dgx = np.zeros((T, N, G * Hd), dt)
+    dgh = np.zeros((T, N, G * Hd), dt) if cell == "gru" else dgx
+    lens = np.full(N, T, np.int64) if lengths is None else lengths
+    for t in (range(T) if reverse else range(T - 1, -1, -1)):   # the sequential dh recursion
+        valid = (t < lens)[:, None]
+        dht = dh if dy is None else dh + np.where(valid, dy[t], 0)
+        saved = {kk: cache[kk][t] for kk in ("gates", "tanh_c", "hn") if kk in cache}
+        cprev = cache["cprev"][t] if cell == "lstm" else None
+        gx, gh, direct, dc_prev = _ref_cell_backward(cell, dht, dc, cache["hprev"][t], cprev,
+                                                     saved)
+        gx = np.where(valid, gx, 0)                       # no gradient from padded steps
+        dgx[t] = gx
+        if cell == "gru":
+            dgh[t] = np.where(valid, gh, 0)
+        dh_prev = direct + dgh[t] @ w_hh
+        dh = np.where(valid, dh_prev, dh)                 # padded steps pass dh through
+        if cell == "lstm":
+            dc = np.where(valid, dc_prev, dc)
+        if k:                                             # truncated BPTT: detach every k steps
+            s = (lens - 1 - t) if reverse else np.full(N, t)
+            cut = (valid[:, 0] & (s > 0) & (s % k == 0))[:, None]
+            dh = np.where(cut, 0, dh)
+            if cell == "lstm":
+                dc = np.where(cut, 0, dc)
+    dx = _param_grads(dw_ih, dw_hh, db_ih, db_hh, dgx, dgh, x, cache["hprev"], w_ih)
+    if cell == "lstm":
+        return dx, dh.astype(dt, copy=False), dc.astype(dt, copy=False)
+    return dx, dh.astype(dt, copy=False)
+
+
+# =============================================================================================
+# Numba kernels (generic over the cell: code 0 tanh, 1 relu, 2 lstm, 3 gru)
+# =============================================================================================
+if _HAVE_NUMBA:
+    _jit = dict(cache=True, fastmath=False)
+
+    @njit(inline="always", **_jit)
+    def _sig(a):
+        return 1.0 / (1.0 + np.exp(-a))
+
+    @njit(inline="always", **_jit)
+    def _tanh(a):
+        """tanh through one exp (libm's scalar tanh is ~4x slower than exp here); an odd
+        Taylor polynomial near 0 keeps full float64 relative accuracy (~1e-15)."""
+        ax = abs(a)
+        if ax < 0.0625:
+            x2 = a * a
+            return a * (1.0 + x2 * (-1.0 / 3.0 + x2 * (2.0 / 15.0 + x2 * (
+                -17.0 / 315.0 + x2 * (62.0 / 2835.0)))))
+        e = np.exp(-2.0 * ax)
+        r = (1.0 - e) / (1.0 + e)
+        return r if a >= 0 else -r
+
+    @njit(inline="always", **_jit)
+    def _fwd_unit(cell, t, n, u, Hd, xg, p0, p1, p2, p3, hin, hout, c, y, gates, aux1, aux2):
+        """Gates + state update of hidden unit u of sentence n at step t. p0..p3 are the hidden
+        pre-activations (h W_hh^T + b_hh) of the unit's gates."""
+        if cell == 0 or cell == 1:
+            a = xg[t, n, u] + p0
+            if cell == 0:
+                hv = _tanh(a)
+            else:
+                hv = a if a > 0 else a * 0
+            gates[t, n, u] = hv
+        elif cell == 2:
+            i = _sig(xg[t, n, u] + p0)
+            f = _sig(xg[t, n, Hd + u] + p1)
+            g = _tanh(xg[t, n, 2 * Hd + u] + p2)
+            o = _sig(xg[t, n, 3 * Hd + u] + p3)
+            cn = f * c[n, u] + i * g
+            tc = _tanh(cn)
+            hv = o * tc
+            gates[t, n, u] = i
+            gates[t, n, Hd + u] = f
+            gates[t, n, 2 * Hd + u] = g
+            gates[t, n, 3 * Hd + u] = o
+            aux2[t, n, u] = tc
+            c[n, u] = cn
+        else:
+            r = _sig(xg[t, n, u] + p0)
+            z = _sig(xg[t, n, Hd + u] + p1)
+            nn = _tanh(xg[t, n, 2 * Hd + u] + r * p2)
+            hv = (1.0 - z) * nn + z * hin[n, u]
+            gates[t, n, u] = r
+            gates[t, n, Hd + u] = z
+            gates[t, n, 2 * Hd + u] = nn
+            aux1[t, n, u] = p2
+        hout[n, u] = hv
+        y[t, n, u] = hv
+
+    @njit(inline="always", **_jit)
+    def _fwd_range(cell, n, u0, u1, t, xg, hg, b_hh, hin, hout, c, y, gates, aux1, aux2, lengths):
+        """Gates + state update of units u0..u1-1 of sentence n at step t (hg = h W_hh^T)."""
+        Hd = hin.shape[1]
+        if t < lengths[n]:
+            for u in range(u0, u1):
+                p1 = p2 = p3 = hg[n, u] * 0
+                p0 = hg[n, u] + b_hh[u]
+                if cell >= 2:
+                    p1 = hg[n, Hd + u] + b_hh[Hd + u]
+                    p2 = hg[n, 2 * Hd + u] + b_hh[2 * Hd + u]
+                if cell == 2:
+                    p3 = hg[n, 3 * Hd + u] + b_hh[3 * Hd + u]
+                _fwd_unit(cell, t, n, u, Hd, xg, p0, p1, p2, p3, hin, hout, c, y, gates,
+                          aux1, aux2)
+        else:
+            for u in range(u0, u1):
+                hout[n, u] = hin[n, u]
+
+    @njit(inline="always", **_jit)
+    def _fwd_par_body(cell, t, xg, hg, b_hh, hin, hout, c, y, gates, aux1, aux2, lengths):
+        N, Hd = hin.shape
+        nb = (Hd + UNIT_BLOCK - 1) // UNIT_BLOCK
+        for blk in prange(N * nb):
+            n = blk // nb
+            u0 = (blk - n * nb) * UNIT_BLOCK
+            _fwd_range(cell, n, u0, min(u0 + UNIT_BLOCK, Hd), t, xg, hg, b_hh, hin, hout, c, y, gates, aux1, aux2, lengths)
+
+    @njit(inline="always", **_jit)
+    def _fwd_ser_body(cell, t, xg, hg, b_hh, hin, hout, c, y, gates, aux1, aux2, lengths):
+        N, Hd = hin.shape
+        for n in range(N):
+            _fwd_range(cell, n, 0, Hd, t, xg, hg, b_hh, hin, hout, c, y, gates, aux1, aux2, lengths)
+
+    # `cell` is dispatched to a literal constant so that each inlined copy is specialised
+    # (a runtime cell inside the unit loop made the loop ~4x slower)
+    @njit(parallel=True, **_jit)
+    def _fwd_pointwise(cell, t, xg, hg, b_hh, hin, hout, c, y, gates, aux1, aux2, lengths):
+        """Fused elementwise part of one forward step, parallel over (sentence, unit block)."""
+        if cell == 0:
+            _fwd_par_body(0, t, xg, hg, b_hh, hin, hout, c, y, gates, aux1, aux2, lengths)
+        elif cell == 1:
+            _fwd_par_body(1, t, xg, hg, b_hh, hin, hout, c, y, gates, aux1, aux2, lengths)
+        elif cell == 2:
+            _fwd_par_body(2, t, xg, hg, b_hh, hin, hout, c, y, gates, aux1, aux2, lengths)
+        else:
+            _fwd_par_body(3, t, xg, hg, b_hh, hin, hout, c, y, gates, aux1, aux2, lengths)
+
+    @njit(**_jit)
+    def _fwd_pointwise_serial(cell, t, xg, hg, b_hh, hin, hout, c, y, gates, aux1, aux2, lengths):
+        """Serial twin of _fwd_pointwise (small steps: no thread wake-up per step)."""
+        if cell == 0:
+            _fwd_ser_body(0, t, xg, hg, b_hh, hin, hout, c, y, gates, aux1, aux2, lengths)
+        elif cell == 1:
+            _fwd_ser_body(1, t, xg, hg, b_hh, hin, hout, c, y, gates, aux1, aux2, lengths)
+        elif cell == 2:
+            _fwd_ser_body(2, t, xg, hg, b_hh, hin, hout, c, y, gates, aux1, aux2, lengths)
+        else:
+            _fwd_ser_body(3, t, xg, hg, b_hh, hin, hout, c, y, gates, aux1, aux2, lengths)
+
+    @njit(parallel=True, **_jit)
+    def _fwd_fused_small(cell, t, xg, wT, b_hh, hin, hout, c, y, gates, aux1, aux2, lengths,
+                         B):
+        """One forward step as ONE parallel region for small N: each block of B hidden units
+        computes its G gate columns of h @ W_hh^T (axpy form over wT (Hd, G*Hd): contiguous,
+        vectorisable inner loop), then that block's gates and state update."""
+        N, Hd = hin.shape
+        G = wT.shape[1] // Hd
+        nblk = (Hd + B - 1) // B
+        for blk in prange(nblk):
+            u0 = blk * B
+            w = min(B, Hd - u0)
+            acc = np.zeros((N, G, B), dtype=hin.dtype)
+            for q in range(G):
+                for n in range(N):
+                    for uu in range(w):
+                        acc[n, q, uu] = b_hh[q * Hd + u0 + uu]
+            for k in range(Hd):
+                for n in range(N):
+                    hk = hin[n, k]
+                    if t < lengths[n]:
+                        for q in range(G):
+                            base = q * Hd + u0
+                            for uu in range(w):
+                                acc[n, q, uu] += hk * wT[k, base + uu]
+            for n in range(N):
+                if t < lengths[n]:
+                    for uu in range(w):
+                        p1 = p2 = p3 = acc[n, 0, uu] * 0
+                        if G > 1:
+                            p1 = acc[n, 1, uu]
+                            p2 = acc[n, 2, uu]
+                        if G > 3:
+                            p3 = acc[n, 3, uu]
+                        _fwd_unit(cell, t, n, u0 + uu, Hd, xg, acc[n, 0, uu], p1, p2, p3, hin,
+                                  hout, c, y, gates, aux1, aux2)
+                else:
+                    for uu in range(w):
+                        hout[n, u0 + uu] = hin[n, u0 + uu]
+
+    @njit(**_jit)
+    def _seq_fwd_v2(cell, xg, wT, b_hh, h, c, lengths, reverse, y, hprev, gates, aux1, aux2,
+                    par):
+        """The whole forward time loop in one compiled call; BLAS GEMM per step."""
+        T, N, GHd = xg.shape
+        hg = np.empty((N, GHd), dtype=h.dtype)
+        for s in range(T):
+            t = T - 1 - s if reverse else s
+            hprev[t] = h
+            if cell == 2:
+                aux1[t] = c
+            np.dot(h, wT, hg)
+            if par:
+                _fwd_pointwise(cell, t, xg, hg, b_hh, h, h, c, y, gates, aux1, aux2, lengths)
+            else:
+                _fwd_pointwise_serial(cell, t, xg, hg, b_hh, h, h, c, y, gates, aux1, aux2,
+                                      lengths)
+        return h, c
+
+    @njit(**_jit)
+    def _seq_fwd_v3(cell, xg, wT, b_hh, h, c, lengths, reverse, y, hprev, gates, aux1, aux2, B):
+        """The whole forward time loop in one compiled call; one fused region per step."""
+        T, N, GHd = xg.shape
+        h2 = np.empty_like(h)
+        for s in range(T):
+            t = T - 1 - s if reverse else s
+            hprev[t] = h
+            if cell == 2:
+                aux1[t] = c
+            _fwd_fused_small(cell, t, xg, wT, b_hh, h, h2, c, y, gates, aux1, aux2, lengths, B)
+            h, h2 = h2, h
+        return h, c
+
+    @njit(inline="always", **_jit)
+    def _bwd_unit(cell, t, n, u, Hd, dht, dh, dc, dtmp, hprev, gates, aux1, aux2, dgx, dgh):
+        """Pointwise backward of unit u, sentence n, valid step t; dht = dh + dy[t]."""
+        if cell == 0:
+            hv = gates[t, n, u]
+            dgx[t, n, u] = dht * (1.0 - hv * hv)
+            dtmp[n, u] = 0
+        elif cell == 1:
+            dgx[t, n, u] = dht if gates[t, n, u] > 0 else dht * 0
+            dtmp[n, u] = 0
+        elif cell == 2:
+            i = gates[t, n, u]
+            f = gates[t, n, Hd + u]
+            g = gates[t, n, 2 * Hd + u]
+            o = gates[t, n, 3 * Hd + u]
+            tc = aux2[t, n, u]
+            dct = dc[n, u] + dht * o * (1.0 - tc * tc)
+            dgx[t, n, u] = dct * g * i * (1.0 - i)
+            dgx[t, n, Hd + u] = dct * aux1[t, n, u] * f * (1.0 - f)
+            dgx[t, n, 2 * Hd + u] = dct * i * (1.0 - g * g)
+            dgx[t, n, 3 * Hd + u] = dht * tc * o * (1.0 - o)
+            dc[n, u] = dct * f
+            dtmp[n, u] = 0
+        else:
+            r = gates[t, n, u]
+            z = gates[t, n, Hd + u]
+            nn = gates[t, n, 2 * Hd + u]
+            dan = dht * (1.0 - z) * (1.0 - nn * nn)
+            dar = dan * aux1[t, n, u] * r * (1.0 - r)
+            daz = dht * (hprev[t, n, u] - nn) * z * (1.0 - z)
+            dgx[t, n, u] = dar
+            dgx[t, n, Hd + u] = daz
+            dgx[t, n, 2 * Hd + u] = dan
+            dgh[t, n, u] = dar
+            dgh[t, n, Hd + u] = daz
+            dgh[t, n, 2 * Hd + u] = dan * r
+            dtmp[n, u] = dht * z
+
+    @njit(inline="always", **_jit)
+    def _bwd_range(cell, n, u0, u1, t, dy, has_dy, dh, dc, dtmp, hprev, gates, aux1, aux2, dgx, dgh, lengths):
+        """Region A for units u0..u1-1 of sentence n: pre-activation gradients of step t;
+        dtmp gets the part of dh_(t-1) that does not go through W_hh (the pass-through at
+        padded steps, GRU's z*dh)."""
+        Hd = dh.shape[1]
+        if t < lengths[n]:
+            for u in range(u0, u1):
+                dht = dh[n, u]
+                if has_dy:
+                    dht += dy[t, n, u]
+                _bwd_unit(cell, t, n, u, Hd, dht, dh, dc, dtmp, hprev, gates, aux1, aux2,
+                          dgx, dgh)
+        else:
+            for u in range(u0, u1):
+                dtmp[n, u] = dh[n, u]
+
+    @njit(inline="always", **_jit)
+    def _bwd_par_body(cell, t, dy, has_dy, dh, dc, dtmp, hprev, gates, aux1, aux2, dgx, dgh, lengths):
+        N, Hd = dh.shape
+        nb = (Hd + UNIT_BLOCK - 1) // UNIT_BLOCK
+        for blk in prange(N * nb):
+            n = blk // nb
+            u0 = (blk - n * nb) * UNIT_BLOCK
+            _bwd_range(cell, n, u0, min(u0 + UNIT_BLOCK, Hd), t, dy, has_dy, dh, dc, dtmp, hprev, gates, aux1, aux2, dgx, dgh, lengths)
+
+    @njit(inline="always", **_jit)
+    def _bwd_ser_body(cell, t, dy, has_dy, dh, dc, dtmp, hprev, gates, aux1, aux2, dgx, dgh, lengths):
+        N, Hd = dh.shape
+        for n in range(N):
+            _bwd_range(cell, n, 0, Hd, t, dy, has_dy, dh, dc, dtmp, hprev, gates, aux1, aux2, dgx, dgh, lengths)
+
+    @njit(parallel=True, **_jit)
+    def _bwd_pointwise(cell, t, dy, has_dy, dh, dc, dtmp, hprev, gates, aux1, aux2, dgx, dgh, lengths):
+        """Region A of a backward step, parallel over (sentence, unit block)."""
+        if cell == 0:
+            _bwd_par_body(0, t, dy, has_dy, dh, dc, dtmp, hprev, gates, aux1, aux2, dgx, dgh, lengths)
+        elif cell == 1:
+            _bwd_par_body(1, t, dy, has_dy, dh, dc, dtmp, hprev, gates, aux1, aux2, dgx, dgh, lengths)
+        elif cell == 2:
+            _bwd_par_body(2, t, dy, has_dy, dh, dc, dtmp, hprev, gates, aux1, aux2, dgx, dgh, lengths)
+        else:
+            _bwd_par_body(3, t, dy, has_dy, dh, dc, dtmp, hprev, gates, aux1, aux2, dgx, dgh, lengths)
+
+    @njit(**_jit)
+    def _bwd_pointwise_serial(cell, t, dy, has_dy, dh, dc, dtmp, hprev, gates, aux1, aux2, dgx, dgh, lengths):
+        """Serial twin of _bwd_pointwise."""
+        if cell == 0:
+            _bwd_ser_body(0, t, dy, has_dy, dh, dc, dtmp, hprev, gates, aux1, aux2, dgx, dgh, lengths)
+        elif cell == 1:
+            _bwd_ser_body(1, t, dy, has_dy, dh, dc, dtmp, hprev, gates, aux1, aux2, dgx, dgh, lengths)
+        elif cell == 2:
+            _bwd_ser_body(2, t, dy, has_dy, dh, dc, dtmp, hprev, gates, aux1, aux2, dgx, dgh, lengths)
+        else:
+            _bwd_ser_body(3, t, dy, has_dy, dh, dc, dtmp, hprev, gates, aux1, aux2, dgx, dgh, lengths)
+
+    @njit(inline="always", **_jit)
+    def _combine_range(n, u0, u1, t, mm, dtmp, dh, dc, is_lstm, lengths, reverse, k):
+        if t < lengths[n]:
+            cut = False
+            if k > 0:
+                s = lengths[n] - 1 - t if reverse else t
+                cut = s > 0 and s % k == 0
+            if cut:
+                for u in range(u0, u1):
+                    dh[n, u] = 0
+                    if is_lstm:
+                        dc[n, u] = 0
+            else:
+                for u in range(u0, u1):
+                    dh[n, u] = dtmp[n, u] + mm[n, u]
+        else:
+            for u in range(u0, u1):
+                dh[n, u] = dtmp[n, u]
+
+    @njit(parallel=True, **_jit)
+    def _bwd_combine(t, mm, dtmp, dh, dc, is_lstm, lengths, reverse, k):
+        """Region B: dh_(t-1) = dtmp + dg_t @ W_hh (valid steps), then truncation."""
+        N, Hd = dh.shape
+        nb = (Hd + UNIT_BLOCK - 1) // UNIT_BLOCK
+        for blk in prange(N * nb):
+            n = blk // nb
+            u0 = (blk - n * nb) * UNIT_BLOCK
+            _combine_range(n, u0, min(u0 + UNIT_BLOCK, Hd), t, mm, dtmp, dh, dc, is_lstm, lengths, reverse, k)
+
+    @njit(**_jit)
+    def _bwd_combine_serial(t, mm, dtmp, dh, dc, is_lstm, lengths, reverse, k):
+        """Serial twin of _bwd_combine."""
+        N, Hd = dh.shape
+        for n in range(N):
+            _combine_range(n, 0, Hd, t, mm, dtmp, dh, dc, is_lstm, lengths, reverse, k)
+
+    @njit(parallel=True, **_jit)
+    def _bwd_gemv_small(t, dgh, w_hh, dtmp, dh, dc, is_lstm, lengths, reverse, k, B):
+        """Region B for small N: dh_{t-1}[:, block] = dtmp + sum_j dg_t[:, j] * W_hh[j, block]
+        (axpy form over rows of W_hh, parallel over column blocks), then truncation."""
+        N, Hd = dh.shape
+        GHd = w_hh.shape[0]
+        nblk = (Hd + B - 1) // B
+        for blk in prange(nblk):
+            u0 = blk * B
+            w = min(B, Hd - u0)
+            acc = np.zeros((N, B), dtype=dh.dtype)
+            for n in range(N):
+                if t < lengths[n]:
+                    for j in range(GHd):
+                        g = dgh[t, n, j]
+                        if g != 0:
+                            for uu in range(w):
+                                acc[n, uu] += g * w_hh[j, u0 + uu]
+            for n in range(N):
+                cut = False
+                if t < lengths[n] and k > 0:
+                    s = lengths[n] - 1 - t if reverse else t
+                    cut = s > 0 and s % k == 0
+                for uu in range(w):
+                    u = u0 + uu
+                    if t < lengths[n]:
+                        if cut:
+                            dh[n, u] = 0
+                            if is_lstm:
+                                dc[n, u] = 0
+                        else:
+                            dh[n, u] = dtmp[n, u] + acc[n, uu]
+                    else:
+                        dh[n, u] = dtmp[n, u]
+
+    @njit(**_jit)
+    def _seq_bwd_v2(cell, dy, has_dy, dh, dc, w_hh, hprev, gates, aux1, aux2, dgx, dgh, lengths,
+                    reverse, k, par):
+        T, N, GHd = dgx.shape
+        dtmp = np.empty_like(dh)
+        mm = np.empty_like(dh)
+        for s in range(T):
+            t = s if reverse else T - 1 - s
+            if par:
+                _bwd_pointwise(cell, t, dy, has_dy, dh, dc, dtmp, hprev, gates, aux1, aux2, dgx,
+                               dgh, lengths)
+            else:
+                _bwd_pointwise_serial(cell, t, dy, has_dy, dh, dc, dtmp, hprev, gates, aux1,
+                                      aux2, dgx, dgh, lengths)
+            np.dot(dgh[t], w_hh, mm)
+            if par:
+                _bwd_combine(t, mm, dtmp, dh, dc, cell == 2, lengths, reverse, k)
+            else:
+                _bwd_combine_serial(t, mm, dtmp, dh, dc, cell == 2, lengths, reverse, k)
+        return dh, dc
+
+    @njit(**_jit)
+    def _seq_bwd_v3(cell, dy, has_dy, dh, dc, w_hh, hprev, gates, aux1, aux2, dgx, dgh, lengths,
+                    reverse, k, B):
+        T, N, GHd = dgx.shape
+        dtmp = np.empty_like(dh)
+        for s in range(T):
+            t = s if reverse else T - 1 - s
+            _bwd_pointwise(cell, t, dy, has_dy, dh, dc, dtmp, hprev, gates, aux1, aux2, dgx,
+                           dgh, lengths)
+            _bwd_gemv_small(t, dgh, w_hh, dtmp, dh, dc, cell == 2, lengths, reverse, k, B)
+        return dh, dc
+
+
+# numba v1/v2: a step's elementwise kernel runs on the thread pool only from this many N*G*Hd
+# values on. Below it the serial twin runs: numba's OpenMP pool spins after each region and
+# fights OpenBLAS's own spinning pool for the cores (measured 3-10x slowdowns on 2 cores),
+# while the elementwise work is far cheaper than the step's GEMM.
+PARALLEL_MIN_UNITS = 1 << 20
+
+
+def _parallel_pointwise(N, G, Hd):
+    """Whether v1's per-step elementwise kernel is worth waking the thread pool for."""
+    return N * G * Hd >= PARALLEL_MIN_UNITS and numba.get_num_threads() > 1
+
+
+_BLAS_CONTROLLER = []
+# numba v1: BLAS threads for the per-step GEMV when N <= SMALL_N. None leaves BLAS alone (best
+# on an idle machine: LSTM N=1 95 ms vs 180 ms with 1 thread, 2 cores); 1 runs the time loop's
+# GEMVs on one BLAS thread, which is robust on an oversubscribed machine (there a 2-thread
+# OpenBLAS GEMV that synchronises every call measured 16 ms instead of 1.2 ms).
+STEP_BLAS_THREADS = None
+
+
+def _step_blas_limit(N):
+    """Context for v1's time loop applying STEP_BLAS_THREADS (needs the optional threadpoolctl);
+    the weight-gradient GEMMs after the loop always keep all threads."""
+    import contextlib
+    if N > SMALL_N or STEP_BLAS_THREADS is None:
+        return contextlib.nullcontext()
+    if not _BLAS_CONTROLLER:
+        try:
+            from threadpoolctl import ThreadpoolController
+            _BLAS_CONTROLLER.append(ThreadpoolController().select(user_api="blas"))
+        except Exception:  # pragma: no cover - threadpoolctl missing
+            _BLAS_CONTROLLER.append(None)
+    ctl = _BLAS_CONTROLLER[0]
+    return contextlib.nullcontext() if ctl is None else ctl.limit(limits=STEP_BLAS_THREADS)
+
+
+def _block_size(Hd, G):
+    """Hidden units per block of the fused small-N kernels: >= 2 blocks per thread, multiple
+    of 16 (vector width), at most 256."""
+    nt = numba.get_num_threads() if _HAVE_NUMBA else 1
+    b = -(-Hd // (2 * nt))
+    b = ((b + 15) // 16) * 16
+    return int(max(16, min(256, b)))
+
+
+def _nb_prepare_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths):
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, T, N, G, Hd = _check_forward(
+        cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths)
+    dt = x.dtype
+    xg = _input_projection(x, w_ih, b_ih)                 # ONE GEMM for all T steps
+    wT = np.ascontiguousarray(w_hh.T)                     # (Hd, G*Hd): contiguous inner loop
+    bhh = np.zeros(G * Hd, dt) if b_hh is None else b_hh
+    h = np.zeros((N, Hd), dt) if h0 is None else h0.copy()
+    c = np.zeros((N, Hd), dt) if c0 is None or cell != "lstm" else c0.copy()
+    lens = np.full(N, T, np.int64) if lengths is None else lengths
+    cache = _alloc_cache(cell, T, N, Hd, dt)
+    y = np.zeros((T, N, Hd), dt)
+    if cell in ("rnn_tanh", "rnn_relu"):
+        cache["gates"] = y
+    dummy = np.zeros((1, 1, 1), dt)
+    aux1 = cache.get("cprev", cache.get("hn", dummy))
+    aux2 = cache.get("tanh_c", dummy)
+    return xg, wT, bhh, h, c, lens, cache, y, aux1, aux2, T, N, G, Hd
+
+
+def _nb_forward(version, cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse):
+    xg, wT, bhh, h, c, lens, cache, y, aux1, aux2, T, N, G, Hd = _nb_prepare_forward(
+        cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths)
+    code = _CODE[cell]
+    if version == 1:                                      # per-step Python loop
+        hg = np.empty((N, G * Hd), x.dtype)
+        pw = _fwd_pointwise if _parallel_pointwise(N, G, Hd) else _fwd_pointwise_serial
+        with _step_blas_limit(N):
+            for s in range(T):
+                t = T - 1 - s if reverse else s
+                cache["hprev"][t] = h
+                if cell == "lstm":
+                    aux1[t] = c
+                np.dot(h, wT, out=hg)
+                pw(code, t, xg, hg, bhh, h, h, c, y, cache["gates"], aux1, aux2, lens)
+    elif version == 2 or N > SMALL_N:
+        h, c = _seq_fwd_v2(code, xg, wT, bhh, h, c, lens, bool(reverse), y, cache["hprev"],
+                           cache["gates"], aux1, aux2, _parallel_pointwise(N, G, Hd))
+    else:
+        h, c = _seq_fwd_v3(code, xg, wT, bhh, h, c, lens, bool(reverse), y, cache["hprev"],
+                           cache["gates"], aux1, aux2, _block_size(Hd, G))
+    if cell == "lstm":
+        return y, h, c, cache
+    return y, h, cache
+
+
+def _nb_backward(version, cell, dw_ih, dw_hh, db_ih, db_hh, dy, dh_n, dc_n, x, w_ih, w_hh,
+                 cache, lengths, reverse, bptt_steps):
+    (x, w_ih, w_hh, cache, dy, dh_n, dc_n, lengths, k, T, N, G, Hd) = _check_backward(
+        cell, dw_ih, dw_hh, db_ih, db_hh, dy, dh_n, dc_n, x, w_ih, w_hh, cache, lengths,
+        bptt_steps)
+    dt = x.dtype
+    code = _CODE[cell]
+    dh = np.zeros((N, Hd), dt) if dh_n is None else dh_n.copy()
+    dc = np.zeros((N, Hd), dt) if dc_n is None or cell != "lstm" else dc_n.copy()
+    lens = np.full(N, T, np.int64) if lengths is None else lengths
+    dgx = np.zeros((T, N, G * Hd), dt)
+    dgh = np.zeros((T, N, G * Hd), dt) if cell == "gru" else dgx
+    has_dy = dy is not None
+    dyv = dy if has_dy else np.zeros((1, 1, 1), dt)
+    dummy = np.zeros((1, 1, 1), dt)
+    aux1 = cache.get("cprev", cache.get("hn", dummy))
+    aux2 = cache.get("tanh_c", dummy)
+    hprev, gates = cache["hprev"], cache["gates"]
+    rev = bool(reverse)
+    if version == 1:
+        dtmp = np.empty_like(dh)
+        mm = np.empty_like(dh)
+        par = _parallel_pointwise(N, G, Hd)
+        pw = _bwd_pointwise if par else _bwd_pointwise_serial
+        comb = _bwd_combine if par else _bwd_combine_serial
+        with _step_blas_limit(N):
+            for s in range(T):
+                t = s if rev else T - 1 - s
+                pw(code, t, dyv, has_dy, dh, dc, dtmp, hprev, gates, aux1, aux2, dgx, dgh,
+                   lens)
+                np.dot(dgh[t], w_hh, out=mm)
+                comb(t, mm, dtmp, dh, dc, cell == "lstm", lens, rev, k)
+    elif version == 2 or N > SMALL_N:
+        dh, dc = _seq_bwd_v2(code, dyv, has_dy, dh, dc, w_hh, hprev, gates, aux1, aux2, dgx,
+                             dgh, lens, rev, k, _parallel_pointwise(N, G, Hd))
+    else:
+        dh, dc = _seq_bwd_v3(code, dyv, has_dy, dh, dc, w_hh, hprev, gates, aux1, aux2, dgx,
+                             dgh, lens, rev, k, _block_size(Hd, 1))
+    dx = _param_grads(dw_ih, dw_hh, db_ih, db_hh, dgx, dgh, x, hprev, w_ih)
+    if cell == "lstm":
+        return dx, dh, dc
+    return dx, dh
+
+
+# =============================================================================================
+# Jordan RNN: h_t = tanh(x_t W_ih^T + y_{t-1} W_hy^T + b_h), y_t = h_t W_ho^T + b_o
+# =============================================================================================
+def _check_jordan(x, y0, w_ih, w_hy, b_h, w_ho, b_o, lengths):
+    x = _check_x(x)
+    T, N, I = x.shape
+    w_ih = check_float_array("w_ih", w_ih, 2, dtype=x.dtype)
+    Hd = w_ih.shape[0]
+    check_shape("w_ih", w_ih, (Hd, I))
+    w_ho = check_float_array("w_ho", w_ho, 2, dtype=x.dtype)
+    O = w_ho.shape[0]
+    check_shape("w_ho", w_ho, (O, Hd))
+    w_hy = check_float_array("w_hy", w_hy, 2, dtype=x.dtype)
+    check_shape("w_hy", w_hy, (Hd, O))
+    b_h = _opt_array("b_h", b_h, (Hd,), x.dtype)
+    b_o = _opt_array("b_o", b_o, (O,), x.dtype)
+    y0 = _opt_array("y0", y0, (N, O), x.dtype)
+    lengths = _check_lengths(lengths, T, N)
+    return x, y0, w_ih, w_hy, b_h, w_ho, b_o, lengths, T, N, I, Hd, O
+
+
+def _ref_jordan_forward(x, y0, w_ih, w_hy, b_h, w_ho, b_o, lengths=None):
+    x, y0, w_ih, w_hy, b_h, w_ho, b_o, lengths, T, N, I, Hd, O = _check_jordan(
+        x, y0, w_ih, w_hy, b_h, w_ho, b_o, lengths)
+    dt = x.dtype
+    xg = _input_projection(x, w_ih, b_h)                  # ONE GEMM for all T steps
+    yp = np.zeros((N, O), dt) if y0 is None else y0.copy()
+    out = np.zeros((T, N, O), dt)
+    hs = np.zeros((T, N, Hd), dt)
+    yprev = np.zeros((T, N, O), dt)
+    for t in range(T):
+        yprev[t] = yp
+        h = np.tanh(xg[t] + yp @ w_hy.T)
+        yt = h @ w_ho.T
+        if b_o is not None:
+            yt += b_o
+        if lengths is not None:
+            valid = (t < lengths)[:, None]
+            h = np.where(valid, h, 0)
+            yt = np.where(valid, yt, 0)
+            yp = np.where(valid, yt, yp)
+        else:
+            yp = yt
+        hs[t] = h
+        out[t] = yt
+    return out, yp, {"h": hs, "yprev": yprev}
+
+
+def _jordan_backward_common(dw_ih, dw_hy, db_h, dw_ho, db_o, dy, dy_n, x, w_ih, w_hy, w_ho,
+                            cache, lengths, bptt_steps):
+    x = _check_x(x)
+    T, N, I = x.shape
+    w_ih = check_float_array("w_ih", w_ih, 2, dtype=x.dtype)
+    w_ho = check_float_array("w_ho", w_ho, 2, dtype=x.dtype)
+    w_hy = check_float_array("w_hy", w_hy, 2, dtype=x.dtype)
+    Hd, O = w_ih.shape[0], w_ho.shape[0]
+    check_shape("w_hy", w_hy, (Hd, O))
+    if not isinstance(cache, dict) or "h" not in cache or "yprev" not in cache:
+        raise ValueError("cache: expected the dict returned by jordan_sequence_forward")
+    hs = _opt_array("cache['h']", cache["h"], (T, N, Hd), x.dtype)
+    yprev = _opt_array("cache['yprev']", cache["yprev"], (T, N, O), x.dtype)
+    dy = _opt_array("dy", dy, (T, N, O), x.dtype)
+    dy_n = _opt_array("dy_n", dy_n, (N, O), x.dtype)
+    lengths = _check_lengths(lengths, T, N)
+    return x, w_ih, w_hy, w_ho, hs, yprev, dy, dy_n, lengths, _check_bptt(bptt_steps), T, N, I, \
+        Hd, O
+
+
+def _jordan_param_grads(dw_ih, dw_hy, db_h, dw_ho, db_o, da, dyt, x, hs, yprev, w_ih):
+    T, N, I = x.shape
+    Hd, O = hs.shape[-1], yprev.shape[-1]
+    DA = da.reshape(T * N, Hd)
+    DY = dyt.reshape(T * N, O)
+    if dw_ih is not None:
+        dw_ih += DA.T @ x.reshape(T * N, I)
+    if dw_hy is not None:
+        dw_hy += DA.T @ yprev.reshape(T * N, O)
+    if db_h is not None:
+        db_h += DA.sum(axis=0)
+    if dw_ho is not None:
+        dw_ho += DY.T @ hs.reshape(T * N, Hd)
+    if db_o is not None:
+        db_o += DY.sum(axis=0)
+    return (DA @ w_ih).reshape(T, N, I)
+
+
+def _ref_jordan_backward(dw_ih, dw_hy, db_h, dw_ho, db_o, dy, dy_n, x, w_ih, w_hy, w_ho, cache,
+                         lengths=None, bptt_steps=None):
+    (x, w_ih, w_hy, w_ho, hs, yprev, dy, dy_n, lengths, k, T, N, I, Hd, O) = \
+        _jordan_backward_common(dw_ih, dw_hy, db_h, dw_ho, db_o, dy, dy_n, x, w_ih, w_hy, w_ho,
+                                cache, lengths, bptt_steps)
+    dt = x.dtype
+    lens = np.full(N, T, np.int64) if lengths is None else lengths
+    g = np.zeros((N, O), dt) if dy_n is None else dy_n.copy()   # gradient into y_t (recurrent)
+    da = np.zeros((T, N, Hd), dt)
+    dyt = np.zeros((T, N, O), dt)                          # total gradient into each y_t
+    for t in range(T - 1, -1, -1):
+        valid = (t < lens)[:, None]
+        tot = g if dy is None else g + np.where(valid, dy[t], 0)
+        tot = np.where(valid, tot, 0)
+        dyt[t] = tot
+        h = hs[t]
+        da[t] = (tot @ w_ho) * (1 - h * h)
+        g_prev = da[t] @ w_hy
+        g = np.where(valid, g_prev, g)
+        if k:
+            cut = (valid[:, 0] & (t > 0) & (t % k == 0))[:, None]
+            g = np.where(cut, 0, g)
+    dx = _jordan_param_grads(dw_ih, dw_hy, db_h, dw_ho, db_o, da, dyt, x, hs, yprev, w_ih)
+    return dx, g
+
+
+if _HAVE_NUMBA:
+    @njit(**_jit)
+    def _jordan_fwd_nb(xg, whyT, whoT, b_o, yp, lengths, out, hs, yprev):
+        T, N, Hd = xg.shape
+        O = whoT.shape[1]
+        a = np.empty((N, Hd), dtype=xg.dtype)
+        yt = np.empty((N, O), dtype=xg.dtype)
+        for t in range(T):
+            yprev[t] = yp
+            np.dot(yp, whyT, a)
+            for n in range(N):
+                for j in range(Hd):
+                    a[n, j] = np.tanh(a[n, j] + xg[t, n, j])
+            np.dot(a, whoT, yt)
+            for n in range(N):
+                if t < lengths[n]:
+                    for j in range(Hd):
+                        hs[t, n, j] = a[n, j]
+                    for o in range(O):
+                        v = yt[n, o] + b_o[o]
+                        out[t, n, o] = v
+                        yp[n, o] = v
+        return yp
+
+    @njit(**_jit)
+    def _jordan_bwd_nb(dy, has_dy, g, w_ho, w_hy, hs, lengths, k, da, dyt):
+        T, N, O = dyt.shape
+        Hd = hs.shape[2]
+        dh = np.empty((N, Hd), dtype=g.dtype)
+        gp = np.empty((N, O), dtype=g.dtype)
+        for t in range(T - 1, -1, -1):
+            for n in range(N):
+                if t < lengths[n]:
+                    for o in range(O):
+                        v = g[n, o]
+                        if has_dy:
+                            v += dy[t, n, o]
+                        dyt[t, n, o] = v
+            np.dot(dyt[t], w_ho, dh)
+            for n in range(N):
+                for j in range(Hd):
+                    h = hs[t, n, j]
+                    da[t, n, j] = dh[n, j] * (1.0 - h * h)
+            np.dot(da[t], w_hy, gp)
+            for n in range(N):
+                if t < lengths[n]:
+                    cut = k > 0 and t > 0 and t % k == 0
+                    for o in range(O):
+                        g[n, o] = 0 if cut else gp[n, o]
+        return g
+
+
+def _nb_jordan_forward(x, y0, w_ih, w_hy, b_h, w_ho, b_o, lengths=None):
+    x, y0, w_ih, w_hy, b_h, w_ho, b_o, lengths, T, N, I, Hd, O = _check_jordan(
+        x, y0, w_ih, w_hy, b_h, w_ho, b_o, lengths)
+    dt = x.dtype
+    xg = _input_projection(x, w_ih, b_h)
+    yp = np.zeros((N, O), dt) if y0 is None else y0.copy()
+    out = np.zeros((T, N, O), dt)
+    hs = np.zeros((T, N, Hd), dt)
+    yprev = np.zeros((T, N, O), dt)
+    lens = np.full(N, T, np.int64) if lengths is None else lengths
+    bo = np.zeros(O, dt) if b_o is None else b_o
+    yp = _jordan_fwd_nb(xg, np.ascontiguousarray(w_hy.T), np.ascontiguousarray(w_ho.T), bo, yp,
+                        lens, out, hs, yprev)
+    return out, yp, {"h": hs, "yprev": yprev}
+
+
+def _nb_jordan_backward(dw_ih, dw_hy, db_h, dw_ho, db_o, dy, dy_n, x, w_ih, w_hy, w_ho, cache,
+                        lengths=None, bptt_steps=None):
+    (x, w_ih, w_hy, w_ho, hs, yprev, dy, dy_n, lengths, k, T, N, I, Hd, O) = \
+        _jordan_backward_common(dw_ih, dw_hy, db_h, dw_ho, db_o, dy, dy_n, x, w_ih, w_hy, w_ho,
+                                cache, lengths, bptt_steps)
+    dt = x.dtype
+    lens = np.full(N, T, np.int64) if lengths is None else lengths
+    g = np.zeros((N, O), dt) if dy_n is None else dy_n.copy()
+    da = np.zeros((T, N, Hd), dt)
+    dyt = np.zeros((T, N, O), dt)
+    has_dy = dy is not None
+    g = _jordan_bwd_nb(dy if has_dy else np.zeros((1, 1, 1), dt), has_dy, g, w_ho, w_hy, hs,
+                       lens, k, da, dyt)
+    dx = _jordan_param_grads(dw_ih, dw_hy, db_h, dw_ho, db_o, da, dyt, x, hs, yprev, w_ih)
+    return dx, g
+
+
+# =============================================================================================
+# registrations
+# =============================================================================================
+def _make(cell):
+    lstm = cell == "lstm"
+
+    if lstm:
+        def ref_fwd(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=None, reverse=False):
+            return _ref_sequence_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths,
+                                         reverse)
+
+        def ref_bwd(dw_ih, dw_hh, db_ih, db_hh, dy, dh_n, dc_n, x, w_ih, w_hh, cache,
+                    lengths=None, reverse=False, bptt_steps=None):
+            return _ref_sequence_backward(cell, dw_ih, dw_hh, db_ih, db_hh, dy, dh_n, dc_n, x,
+                                          w_ih, w_hh, cache, lengths, reverse, bptt_steps)
+
+        def step_fwd(x, h_prev, c_prev, w_ih, w_hh, b_ih, b_hh):
+            return _ref_step_forward(cell, x, h_prev, c_prev, w_ih, w_hh, b_ih, b_hh)
+
+        def step_bwd(dw_ih, dw_hh, db_ih, db_hh, dh, dc, x, h_prev, c_prev, w_ih, w_hh, saved):
+            return _ref_step_backward(cell, dw_ih, dw_hh, db_ih, db_hh, dh, dc, x, h_prev,
+                                      c_prev, w_ih, w_hh, saved)
+    else:
+        def ref_fwd(x, h0, w_ih, w_hh, b_ih, b_hh, lengths=None, reverse=False):
+            return _ref_sequence_forward(cell, x, h0, None, w_ih, w_hh, b_ih, b_hh, lengths,
+                                         reverse)
+
+        def ref_bwd(dw_ih, dw_hh, db_ih, db_hh, dy, dh_n, x, w_ih, w_hh, cache, lengths=None,
+                    reverse=False, bptt_steps=None):
+            return _ref_sequence_backward(cell, dw_ih, dw_hh, db_ih, db_hh, dy, dh_n, None, x,
+                                          w_ih, w_hh, cache, lengths, reverse, bptt_steps)
+
+        def step_fwd(x, h_prev, w_ih, w_hh, b_ih, b_hh):
+            h, _, saved = _ref_step_forward(cell, x, h_prev, None, w_ih, w_hh, b_ih, b_hh)
+            return h, saved
+
+        def step_bwd(dw_ih, dw_hh, db_ih, db_hh, dh, x, h_prev, w_ih, w_hh, saved):
+            return _ref_step_backward(cell, dw_ih, dw_hh, db_ih, db_hh, dh, None, x, h_prev,
+                                      None, w_ih, w_hh, saved)
+
+    registry.register(f"{cell}_sequence_forward", "numpy", 1, default=True,
+                      doc="reference: one-GEMM input projection, per-step GEMM + NumPy gates")(
+        ref_fwd)
+    registry.register(f"{cell}_sequence_backward", "numpy", 1, default=True,
+                      doc="reference BPTT: NumPy dh recursion, one-GEMM weight gradients")(
+        ref_bwd)
+    registry.register(f"{cell}_step_forward", "numpy", 1, default=True,
+                      doc="reference: one time step, saves post-activation gates")(step_fwd)
+    registry.register(f"{cell}_step_backward", "numpy", 1, default=True,
+                      doc="reference: one step's backward, per-step outer-product dW")(step_bwd)
+
+    if not _HAVE_NUMBA:  # pragma: no cover
+        return
+    docs = {1: "per-step Python loop: BLAS GEMM + one fused prange elementwise kernel per step",
+            2: "whole time loop in ONE njit call: BLAS np.dot per step + fused prange gates",
+            3: "as v2, but N<=8 runs one fused region per step (hand GEMV over unit blocks)"}
+    for v in (1, 2, 3):
+        if lstm:
+            def nb_fwd(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=None, reverse=False, _v=v):
+                return _nb_forward(_v, cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse)
+
+            def nb_bwd(dw_ih, dw_hh, db_ih, db_hh, dy, dh_n, dc_n, x, w_ih, w_hh, cache,
+                       lengths=None, reverse=False, bptt_steps=None, _v=v):
+                return _nb_backward(_v, cell, dw_ih, dw_hh, db_ih, db_hh, dy, dh_n, dc_n, x,
+                                    w_ih, w_hh, cache, lengths, reverse, bptt_steps)
+        else:
+            def nb_fwd(x, h0, w_ih, w_hh, b_ih, b_hh, lengths=None, reverse=False, _v=v):
+                return _nb_forward(_v, cell, x, h0, None, w_ih, w_hh, b_ih, b_hh, lengths,
+                                   reverse)
+
+            def nb_bwd(dw_ih, dw_hh, db_ih, db_hh, dy, dh_n, x, w_ih, w_hh, cache, lengths=None,
+                       reverse=False, bptt_steps=None, _v=v):
+                return _nb_backward(_v, cell, dw_ih, dw_hh, db_ih, db_hh, dy, dh_n, None, x,
+                                    w_ih, w_hh, cache, lengths, reverse, bptt_steps)
+        registry.register(f"{cell}_sequence_forward", "numba", v, default=(v == 1),
+                          doc=docs[v])(nb_fwd)
+        registry.register(f"{cell}_sequence_backward", "numba", v, default=(v == 1),
+                          doc=docs[v])(nb_bwd)
+
+
+for _cell in CELLS:
+    _make(_cell)
+
+registry.register("jordan_sequence_forward", "numpy", 1, default=True,
+                  doc="reference Jordan RNN forward (previous output feeds the hidden layer)")(
+    _ref_jordan_forward)
+registry.register("jordan_sequence_backward", "numpy", 1, default=True,
+                  doc="reference Jordan RNN BPTT, one-GEMM weight gradients")(
+    _ref_jordan_backward)
+if _HAVE_NUMBA:
+    registry.register("jordan_sequence_forward", "numba", 1, default=True,
+                      doc="whole time loop in one njit call, BLAS np.dot per step")(
+        _nb_jordan_forward)
+    registry.register("jordan_sequence_backward", "numba", 1, default=True,
+                      doc="whole BPTT loop in one njit call, one-GEMM weight gradients")(
+        _nb_jordan_backward)

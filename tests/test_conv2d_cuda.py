@@ -1,0 +1,378 @@
+"""conv2d CUDA kernels (kernels/cuda/conv2d.cu), every version of every op, on "cuda-emu" (the
+CPU emulator) and "cuda" (a GPU; skipped with the reason when there is none) vs the NumPy
+reference: fixed edge-case geometries (1x1 filters, stride > filter, padding, dilation, odd
+sizes, N=1, C=1, stride phases without taps, K/C/C*R*S/N*P*Q spanning several 64-wide tiles,
+split-K) and random ones (hypothesis), both dtypes, accumulation semantics, NaN propagation,
+identical argument errors, non-contiguous arrays and the wrong-array-module error.
+
+Also run under ``SEQGRID_EMU_REVERSE=1`` (blocks and threads in reverse order) and
+``SEQGRID_EMU_ASAN=1`` (with ``kernels.cuda.emu.asan_env()``) to catch order dependence and
+out-of-bounds accesses."""
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from kernels import conv2d as conv_mod
+from kernels import registry
+from kernels.conv2d import conv2d_output_shape
+from util import assert_close
+
+BACKENDS = ["cuda-emu", "cuda"]
+DTYPES = [np.float32, np.float64]
+OPS = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight")
+VERSIONS = [1, 2]
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def backend(request):
+    ok, why = registry.backend_status()[request.param]
+    if not ok:
+        pytest.skip(why)
+    return request.param
+
+
+def dev(backend, a):
+    """Move a host array to the backend's memory (CuPy on "cuda")."""
+    if backend == "cuda" and a is not None:
+        import cupy
+        return cupy.asarray(a)
+    return a
+
+
+def host(backend, a):
+    if backend == "cuda":
+        return a.get()
+    assert isinstance(a, np.ndarray), type(a)
+    return a
+
+
+def kernels_of(backend, version):
+    return tuple(registry.get(op, backend, version) for op in OPS)
+
+
+def reference(x, w, b, dout, **hp):
+    """Forward, dx, dweight, dbias of the NumPy reference in float64 (dweight/dbias from 0)."""
+    x, w, dout = (a.astype(np.float64) for a in (x, w, dout))
+    b = None if b is None else b.astype(np.float64)
+    fwd, bwd_data, bwd_weight = kernels_of("numpy", 1)
+    dw, db = np.zeros_like(w), np.zeros(w.shape[0])
+    bwd_weight(dw, db, dout, x, **hp)
+    return fwd(x, w, b, **hp), bwd_data(dout, w, x.shape, **hp), dw, db
+
+
+def tolerances(dtype, terms):
+    """vs the float64 reference of the same (rounded) numbers in [-1, 1]: the error of a sum
+    of ``terms`` products grows with ``terms`` (float32 kernels accumulate in float)."""
+    if np.dtype(dtype) == np.float64:
+        return dict(atol=1e-12 * terms + 1e-12, rtol=1e-10)
+    return dict(atol=2e-6 * terms + 1e-6, rtol=1e-4)
+
+
+def _data(shape, dtype, rng):
+    return rng.uniform(-1, 1, shape).astype(dtype)
+
+
+def check_all(backend, version, x_shape, w_shape, hp, dtype, seed=0, has_bias=True):
+    """Every op of ``version`` against the reference; parameter grads accumulate, twice."""
+    rng = np.random.default_rng(seed)
+    N, C, H, W = x_shape
+    K, _, R, S = w_shape
+    _, _, P, Q = conv2d_output_shape(x_shape, w_shape, **hp)
+    x, w, dout = _data(x_shape, dtype, rng), _data(w_shape, dtype, rng), _data((N, K, P, Q),
+                                                                              dtype, rng)
+    b = _data(K, dtype, rng) if has_bias else None
+    out_r, dx_r, dw_r, db_r = reference(x, w, b, dout, **hp)
+    tag = f"[{backend} v{version} {np.dtype(dtype)} x{x_shape} w{w_shape} {hp}]"
+    fwd, bwd_data, bwd_weight = kernels_of(backend, version)
+
+    out = fwd(dev(backend, x), dev(backend, w), dev(backend, b), **hp)
+    assert out.dtype == dtype and out.shape == (N, K, P, Q), tag
+    assert_close(f"out {tag}", host(backend, out), out_r, **tolerances(dtype, C * R * S + 1))
+
+    dx = bwd_data(dev(backend, dout), dev(backend, w), x_shape, **hp)
+    assert dx.dtype == dtype and dx.shape == x_shape, tag
+    assert_close(f"dx {tag}", host(backend, dx), dx_r, **tolerances(dtype, K * R * S))
+
+    dw0, db0 = _data(w_shape, dtype, rng), _data(K, dtype, rng)
+    dw, db = dev(backend, dw0.copy()), dev(backend, db0.copy())
+    tol = tolerances(dtype, 2 * N * P * Q + 1)
+    xd, dd = dev(backend, x), dev(backend, dout)
+    assert bwd_weight(dw, db, dd, xd, **hp) is None
+    assert_close(f"dweight {tag}", host(backend, dw), dw0 + dw_r, **tol)
+    assert_close(f"dbias {tag}", host(backend, db), db0 + db_r, **tol)
+    bwd_weight(dw, db, dd, xd, **hp)
+    assert_close(f"dweight twice {tag}", host(backend, dw), dw0 + 2 * dw_r, **tol)
+    assert_close(f"dbias twice {tag}", host(backend, db), db0 + 2 * db_r, **tol)
+
+
+CASES = [  # id, x shape, w shape, hyper-parameters
+    ("1x1", (2, 5, 6, 7), (4, 5, 1, 1), {}),
+    ("1x1 stride 2", (1, 3, 7, 7), (3, 3, 1, 1), dict(stride=2)),
+    ("stride > filter", (2, 2, 9, 10), (3, 2, 2, 2), dict(stride=3)),
+    ("padding", (1, 3, 5, 6), (4, 3, 3, 3), dict(padding=(2, 1))),
+    ("dilation 2", (2, 2, 9, 11), (3, 2, 3, 2), dict(dilation=2, padding=1)),
+    ("odd mixed", (3, 3, 7, 9), (5, 3, 3, 2), dict(stride=(2, 1), padding=(1, 0), dilation=(1, 2))),
+    ("N=1 C=1", (1, 1, 8, 8), (2, 1, 3, 3), dict(padding=1)),
+    ("K=1", (2, 3, 6, 5), (1, 3, 2, 2), dict(stride=(1, 2))),
+    ("stride == dilation", (1, 2, 11, 11), (2, 2, 3, 3), dict(stride=2, dilation=2)),
+    ("stride 3 dilation 2", (2, 2, 13, 12), (3, 2, 4, 3),
+     dict(stride=3, dilation=2, padding=(2, 1))),
+    ("phases without taps", (1, 2, 12, 13), (2, 2, 2, 2), dict(stride=4, dilation=2, padding=1)),
+    ("filter covers input", (2, 3, 5, 4), (2, 3, 5, 4), {}),
+    ("K spans tiles", (2, 4, 6, 6), (70, 4, 3, 3), dict(padding=1)),
+    ("C spans tiles", (1, 70, 5, 5), (5, 70, 3, 3), dict(padding=1)),
+    ("NPQ spans tiles, split-K", (4, 3, 16, 16), (8, 3, 3, 3), dict(padding=1)),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("x_shape,w_shape,hp", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_matches_reference(backend, version, x_shape, w_shape, hp, dtype):
+    check_all(backend, version, x_shape, w_shape, hp, dtype, seed=len(CASES))
+
+
+@st.composite
+def conv_cases(draw):
+    N, C = draw(st.integers(1, 3)), draw(st.integers(1, 5))
+    K = draw(st.sampled_from([1, 2, 3, 5, 65, 67]))      # K beyond one 64-row tile
+    R, S = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    stride = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))   # may exceed the filter
+    padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+    dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    H = max(1, dilation[0] * (R - 1) + 1 - 2 * padding[0]) + draw(st.integers(0, 8))
+    W = max(1, dilation[1] * (S - 1) + 1 - 2 * padding[1]) + draw(st.integers(0, 8))
+    hp = dict(stride=stride, padding=padding, dilation=dilation)
+    return (N, C, H, W), (K, C, R, S), hp, draw(st.booleans()), draw(st.integers(0, 2**16))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("version", VERSIONS)
+@given(case=conv_cases())
+def test_random_geometry(backend, version, dtype, case):
+    x_shape, w_shape, hp, has_bias, seed = case
+    check_all(backend, version, x_shape, w_shape, hp, dtype, seed, has_bias)
+
+
+def test_split_k_paths_are_covered():
+    """The fixed cases above exercise bwd-weight v2 both with one split (straight into dW)
+    and with several (workspace + conv2d_add_splits)."""
+    geo = {c[0]: conv_mod.conv_geometry(c[1], c[2], **c[3]) for c in CASES}
+    assert conv_mod._cu_weight_splits(geo["1x1"])[0] == 1
+    splits, chunk = conv_mod._cu_weight_splits(geo["NPQ spans tiles, split-K"])
+    assert splits > 1 and chunk % 16 == 0
+    assert (splits - 1) * chunk < 4 * 16 * 16 <= splits * chunk
+
+
+# ----------------------------------------------------------------------------
+# registrations, semantics, errors
+# ----------------------------------------------------------------------------
+def test_every_op_registered_on_both_gpu_backends():
+    for op in OPS:
+        for b in BACKENDS:
+            assert registry.versions(op, b) == VERSIONS, (op, b)
+            assert registry.default_version(op, b) == 2, (op, b)
+
+
+def test_cuda_without_gpu_says_why():
+    ok, why = registry.backend_status()["cuda"]
+    if ok:
+        pytest.skip("a GPU is present")
+    x = np.zeros((1, 1, 4, 4), np.float32)
+    with pytest.raises(registry.BackendUnavailableError, match="cuda"):
+        registry.get("conv2d_forward", "cuda")(x, x[:, :, :2, :2], None)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_backward_weight_without_dbias_and_deterministic(backend, version):
+    rng = np.random.default_rng(1)
+    x, w = _data((4, 3, 16, 16), np.float32, rng), _data((8, 3, 3, 3), np.float32, rng)
+    dout = _data((4, 8, 16, 16), np.float32, rng)
+    _, _, dw_r, _ = reference(x, w, None, dout, padding=1)
+    bwd = registry.get("conv2d_backward_weight", backend, version)
+    results = []
+    for _ in range(2):
+        dw = dev(backend, np.zeros_like(w))
+        assert bwd(dw, None, dev(backend, dout), dev(backend, x), padding=1) is None
+        results.append(host(backend, dw))
+    assert_close("dweight", results[0], dw_r, **tolerances(np.float32, 4 * 256))
+    assert np.array_equal(results[0], results[1]), "bwd-weight must be deterministic"
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_nan_propagates(backend, version):
+    rng = np.random.default_rng(7)
+    hp = dict(padding=1, stride=(1, 2))
+    x, w, b = _data((2, 3, 6, 5), np.float32, rng), _data((4, 3, 3, 2), np.float32, rng), None
+    dout = _data((2, 4, 6, 3), np.float32, rng)
+    x[1, 2, 3, 1] = np.nan
+    dout[0, 1, 2, 0] = np.nan
+    out_r, dx_r, dw_r, db_r = reference(x, w, b, dout, **hp)
+    fwd, bwd_data, bwd_weight = kernels_of(backend, version)
+    out = host(backend, fwd(dev(backend, x), dev(backend, w), None, **hp))
+    assert np.isnan(out).any() and not np.isnan(out).all()
+    assert_close("out", out, out_r, **tolerances(np.float32, 20))   # NaN exactly where ref's are
+    dx = host(backend, bwd_data(dev(backend, dout), dev(backend, w), x.shape, **hp))
+    assert np.isnan(dx).any() and not np.isnan(dx).all()
+    assert_close("dx", dx, dx_r, **tolerances(np.float32, 30))
+    dw, db = dev(backend, np.zeros_like(w)), dev(backend, np.zeros(4, np.float32))
+    bwd_weight(dw, db, dev(backend, dout), dev(backend, x), **hp)
+    dw, db = host(backend, dw), host(backend, db)
+    assert np.isnan(dw).any() and np.isnan(db).any()
+    # the reference multiplies dout's NaN by the zero padding (NaN); a kernel that skips the
+    # padded taps (v1, like numba v1) leaves those finite: compare where the reference is
+    finite = np.isfinite(dw_r)
+    assert_close("dweight", dw[finite], dw_r[finite], **tolerances(np.float32, 100))
+    assert_close("dbias", db, db_r, **tolerances(np.float32, 100))
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_non_contiguous_arrays(backend, version, dtype):
+    rng = np.random.default_rng(6)
+    hp = dict(padding=(1, 0), stride=(1, 2))
+    x, w, b = _data((2, 3, 6, 5), dtype, rng), _data((4, 3, 3, 2), dtype, rng), _data(4, dtype, rng)
+    dout = _data((2, 4, 6, 2), dtype, rng)
+    ref = reference(x, w, b, dout, **hp)
+    # strided views in the backend's memory
+    xs = dev(backend, np.ascontiguousarray(x.transpose(0, 1, 3, 2))).transpose(0, 1, 3, 2)
+    ws = dev(backend, np.repeat(w, 2, axis=3))[:, :, :, ::2]
+    bs = dev(backend, np.repeat(b, 3))[::3]
+    douts = dev(backend, np.ascontiguousarray(dout.transpose(0, 1, 3, 2))).transpose(0, 1, 3, 2)
+    assert not (xs.flags.c_contiguous or ws.flags.c_contiguous or bs.flags.c_contiguous
+                or douts.flags.c_contiguous)
+    fwd, bwd_data, bwd_weight = kernels_of(backend, version)
+    assert_close("out", host(backend, fwd(xs, ws, bs, **hp)), ref[0], **tolerances(dtype, 20))
+    assert_close("dx", host(backend, bwd_data(douts, ws, x.shape, **hp)), ref[1],
+                 **tolerances(dtype, 30))
+    big_w = dev(backend, np.zeros((4, 3, 3, 4), dtype))
+    big_b = dev(backend, np.zeros(8, dtype))
+    dws, dbs = big_w[:, :, :, 1:3], big_b[::2]      # caller-owned non-contiguous accumulators
+    bwd_weight(dws, dbs, douts, xs, **hp)
+    assert_close("dweight", host(backend, dws), ref[2], **tolerances(dtype, 30))
+    assert_close("dbias", host(backend, dbs), ref[3], **tolerances(dtype, 30))
+    big_w, big_b = host(backend, big_w), host(backend, big_b)
+    assert not big_w[:, :, :, [0, 3]].any() and not big_b[1::2].any()
+
+
+def test_outputs_live_in_backend_memory(backend):
+    rng = np.random.default_rng(8)
+    x, w = dev(backend, _data((1, 2, 5, 5), np.float32, rng)), dev(backend, _data((3, 2, 2, 2),
+                                                                              np.float32, rng))
+    xp = type(x)
+    for v in VERSIONS:
+        fwd, bwd_data, _ = kernels_of(backend, v)
+        out = fwd(x, w, None)
+        dx = bwd_data(out, w, x.shape)
+        for o in (out, dx):
+            assert type(o) is xp and o.flags.c_contiguous and o.dtype == np.float32
+
+
+def _message(call):
+    try:
+        call()
+    except Exception as exc:  # noqa: BLE001 - the exception itself is compared
+        return type(exc), str(exc)
+    return None, "no error"
+
+
+def _args(dtype=np.float64):
+    rng = np.random.default_rng(5)
+    return (_data((2, 3, 6, 5), dtype, rng), _data((4, 3, 3, 2), dtype, rng),
+            _data(4, dtype, rng), _data((2, 4, 4, 4), dtype, rng))
+
+
+BAD = [  # id, op, arguments from (x, w, b, dout, dw, db)
+    ("x rank", 0, lambda x, w, b, d, dw, db: (x[0], w, b)),
+    ("channels", 0, lambda x, w, b, d, dw, db: (x, w[:, :2], b)),
+    ("height", 0, lambda x, w, b, d, dw, db: (x[:, :, :2], w, b)),
+    ("int x", 0, lambda x, w, b, d, dw, db: (x.astype(np.int64), w, b)),
+    ("dtype mismatch", 0, lambda x, w, b, d, dw, db: (x, w.astype(np.float32), b)),
+    ("bias shape", 0, lambda x, w, b, d, dw, db: (x, w, b[:3])),
+    ("stride 0", 0, lambda x, w, b, d, dw, db: (x, w, b, 0)),
+    ("stride float", 0, lambda x, w, b, d, dw, db: (x, w, b, 1.5)),
+    ("padding < 0", 0, lambda x, w, b, d, dw, db: (x, w, b, 1, (0, -1))),
+    ("dilation triple", 0, lambda x, w, b, d, dw, db: (x, w, b, 1, 0, (1, 1, 1))),
+    ("dout shape", 1, lambda x, w, b, d, dw, db: (d[:, :3], w, x.shape)),
+    ("dout dtype", 1, lambda x, w, b, d, dw, db: (d.astype(np.float32), w, x.shape)),
+    ("x_shape rank", 1, lambda x, w, b, d, dw, db: (d, w, x.shape[1:])),
+    ("x_shape channels", 1, lambda x, w, b, d, dw, db: (d, w, (2, 5, 6, 5))),
+    ("bw dout shape", 2, lambda x, w, b, d, dw, db: (dw, db, d, x[:, :, :5])),
+    ("dweight dtype", 2, lambda x, w, b, d, dw, db: (dw.astype(np.float32), db, d, x)),
+    ("dweight shape", 2, lambda x, w, b, d, dw, db: (dw[:, :2], db, d, x)),
+    ("dbias shape", 2, lambda x, w, b, d, dw, db: (dw, db[:2], d, x)),
+    ("x float16", 2, lambda x, w, b, d, dw, db: (dw, db, d, x.astype(np.float16))),
+    ("bw stride -1", 2, lambda x, w, b, d, dw, db: (dw, db, d, x, -1)),
+]
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("op,make", [c[1:] for c in BAD], ids=[c[0] for c in BAD])
+def test_argument_errors_identical_to_reference(backend, version, op, make):
+    x, w, b, d = _args()
+    dw, db = np.zeros_like(w), np.zeros_like(b)
+    args = make(x, w, b, d, dw, db)
+    want = _message(lambda: registry.get(OPS[op], "numpy", 1)(*args))
+    assert want[0] is not None
+    moved = tuple(dev(backend, a) if isinstance(a, np.ndarray) else a for a in args)
+    assert _message(lambda: registry.get(OPS[op], backend, version)(*moved)) == want
+    if backend == "cuda-emu":
+        assert not dw.any() and not db.any(), "a rejected call must not write its outputs"
+
+
+def test_read_only_accumulator_rejected():
+    x, w, b, d = _args()
+    ro = np.zeros_like(w)
+    ro.flags.writeable = False
+    for v in VERSIONS:
+        with pytest.raises(ValueError, match="^dweight: must be writeable"):
+            registry.get("conv2d_backward_weight", "cuda-emu", v)(ro, None, d, x)
+
+
+def test_wrong_array_module_is_rejected(backend):
+    x, w, b, d = _args(np.float32)
+    dw, db = np.zeros_like(w), np.zeros_like(b)
+    for v in VERSIONS:
+        fwd, bwd_data, bwd_weight = kernels_of(backend, v)
+        if backend == "cuda":
+            # host (NumPy) arrays given to the GPU backend, one argument at a time
+            msg = r"expected a cupy array \(GPU memory\), got a NumPy \(host\) array"
+            X, Wt, B, D, DW, DB = (dev(backend, a) for a in (x, w, b, d, dw, db))
+            cases = [("x", lambda: fwd(x, Wt, B)), ("weight", lambda: fwd(X, w, B)),
+                     ("bias", lambda: fwd(X, Wt, b)),
+                     ("dout", lambda: bwd_data(d, Wt, x.shape)),
+                     ("weight", lambda: bwd_data(D, w, x.shape)),
+                     ("x", lambda: bwd_weight(DW, DB, D, x)),
+                     ("dout", lambda: bwd_weight(DW, DB, d, X)),
+                     ("dweight", lambda: bwd_weight(dw, DB, D, X)),
+                     ("dbias", lambda: bwd_weight(DW, db, D, X))]
+            for name, call in cases:
+                with pytest.raises(TypeError, match=f"^{name}: {msg}"):
+                    call()
+            continue
+        # cuda-emu works on NumPy arrays: a CuPy array (if a GPU is there) or a list is rejected
+        try:
+            import cupy
+            bad = cupy.asarray(x) if registry.backend_status()["cuda"][0] else None
+        except ImportError:
+            bad = None
+        if bad is not None:
+            with pytest.raises(TypeError, match=r"^x: expected a NumPy array \(host memory\), "
+                                                r"got a CuPy \(GPU\) array"):
+                fwd(bad, w, b)
+        with pytest.raises(TypeError, match="^x: expected a NumPy array"):
+            fwd(x.tolist(), w, b)
+        with pytest.raises(TypeError, match="^weight: expected a NumPy array"):
+            bwd_data(d, w.tolist(), x.shape)
+        with pytest.raises(TypeError, match="^dweight: expected a NumPy array"):
+            bwd_weight(dw.tolist(), db, d, x)
+
+
+def test_int32_dimension_guard():
+    """Per-tensor sizes (and C*R*S, K*R*S) are ints in the kernels: larger ones are refused
+    before anything is allocated or launched (element offsets themselves are 64-bit)."""
+    g = conv_mod.conv_geometry((1, 2**16, 300, 300), (1, 2**16, 256, 256))
+    with pytest.raises(ValueError, match="2\\^31-1"):
+        conv_mod._cu_dims(g)
+    assert all(type(d) is np.int32 for d in conv_mod._cu_dims(conv_mod.conv_geometry(
+        (1, 2, 5, 5), (3, 2, 3, 3))))

@@ -1,0 +1,379 @@
+"""Recurrent kernels (kernels/recurrent.py): every numba version vs the NumPy reference, the
+reference vs central differences, step ops vs sequence ops, truncation, lengths, memory, errors."""
+import tracemalloc
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from kernels import recurrent, registry
+from kernels.recurrent import CELLS, GATES, SMALL_N
+from util import assert_close, numerical_grad
+
+VERSIONS = [("numba", v) for v in (1, 2, 3)]
+
+
+def make(cell, T, N, I, Hd, dtype, rng, scale=0.5):
+    G = GATES[cell]
+    r = lambda *s: (rng.standard_normal(s) * scale).astype(dtype)  # noqa: E731
+    return dict(x=r(T, N, I), h0=r(N, Hd), c0=r(N, Hd), w_ih=r(G * Hd, I), w_hh=r(G * Hd, Hd),
+                b_ih=r(G * Hd), b_hh=r(G * Hd), dy=r(T, N, Hd), dh_n=r(N, Hd), dc_n=r(N, Hd))
+
+
+def run(cell, backend, version, p, lengths=None, reverse=False, bptt=None, bias=True,
+        use_dy=True, use_dhn=True):
+    """Forward + backward; returns a dict of every output and gradient."""
+    f = registry.get(f"{cell}_sequence_forward", backend, version)
+    b = registry.get(f"{cell}_sequence_backward", backend, version)
+    lstm = cell == "lstm"
+    b_ih, b_hh = (p["b_ih"], p["b_hh"]) if bias else (None, None)
+    args = (p["x"], p["h0"], p["c0"]) if lstm else (p["x"], p["h0"])
+    res = f(*args, p["w_ih"], p["w_hh"], b_ih, b_hh, lengths=lengths, reverse=reverse)
+    out = {"y": res[0], "h_n": res[1]}
+    if lstm:
+        out["c_n"] = res[2]
+    grads = {k: np.zeros_like(p[k]) for k in ("w_ih", "w_hh", "b_ih", "b_hh")}
+    gargs = [grads["w_ih"], grads["w_hh"], grads["b_ih"] if bias else None,
+             grads["b_hh"] if bias else None]
+    hargs = [p["dy"] if use_dy else None, p["dh_n"] if use_dhn else None]
+    if lstm:
+        hargs.append(p["dc_n"])
+    r = b(*gargs, *hargs, p["x"], p["w_ih"], p["w_hh"], res[-1], lengths=lengths,
+          reverse=reverse, bptt_steps=bptt)
+    out["dx"], out["dh0"] = r[0], r[1]
+    if lstm:
+        out["dc0"] = r[2]
+    for k, g in grads.items():
+        if bias or k.startswith("w"):
+            out["d" + k] = g
+    out["cache"] = res[-1]
+    return out
+
+
+def compare(got, ref, dtype, where):
+    tol = (2e-4, 2e-4) if dtype == np.float32 else (1e-10, 1e-9)
+    for k in ref:
+        if k == "cache":
+            continue
+        assert_close(f"{where}: {k}", got[k], ref[k], *tol)
+
+
+@st.composite
+def cases(draw):
+    T = draw(st.integers(1, 6))
+    N = draw(st.sampled_from([1, 2, 3, SMALL_N + 2]))
+    I = draw(st.integers(1, 5))
+    Hd = draw(st.integers(1, 7))
+    use_len = draw(st.booleans())
+    lengths = None
+    if use_len:
+        lengths = np.array(draw(st.lists(st.integers(1, T), min_size=N, max_size=N)))
+    return dict(T=T, N=N, I=I, Hd=Hd, lengths=lengths, reverse=draw(st.booleans()),
+                bptt=draw(st.sampled_from([None, 1, 2, 3])), bias=draw(st.booleans()),
+                seed=draw(st.integers(0, 2**16)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("backend,version", VERSIONS, ids=[f"{b}-v{v}" for b, v in VERSIONS])
+@pytest.mark.parametrize("cell", CELLS)
+@settings(max_examples=6)
+@given(c=cases())
+def test_version_matches_reference(cell, backend, version, dtype, c):
+    rng = np.random.default_rng(c["seed"])
+    p = make(cell, c["T"], c["N"], c["I"], c["Hd"], dtype, rng)
+    kw = dict(lengths=c["lengths"], reverse=c["reverse"], bptt=c["bptt"], bias=c["bias"])
+    ref = run(cell, "numpy", 1, p, **kw)
+    got = run(cell, backend, version, p, **kw)
+    compare(got, ref, dtype, f"{cell}[{backend}/v{version}] {c}")
+    assert got["y"].dtype == dtype and got["dx"].dtype == dtype
+
+
+@pytest.mark.parametrize("parallel", [False, True], ids=["serial-pw", "prange-pw"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_v1_v2_v3_agree_small_and_large_batch(cell, parallel, rng, monkeypatch):
+    """v1/v2/v3 agree with each other and the reference, with the elementwise kernels on the
+    serial twin and on the prange path (normally only used for large N*G*Hd)."""
+    monkeypatch.setattr(recurrent, "_parallel_pointwise", lambda N, G, Hd: parallel)
+    for N in (1, SMALL_N + 3):
+        p = make(cell, 7, N, 5, 300, np.float32, rng, scale=0.1)
+        lengths = rng.integers(1, 8, size=N)
+        ref = run(cell, "numpy", 1, p, lengths=lengths, reverse=True, bptt=3)
+        outs = [run(cell, "numba", v, p, lengths=lengths, reverse=True, bptt=3)
+                for v in (1, 2, 3)]
+        for v, o in zip((1, 2, 3), outs):
+            compare(o, outs[0], np.float32, f"{cell} v{v} vs v1 N={N}")
+            compare(o, ref, np.float32, f"{cell} v{v} vs reference N={N}")
+
+
+# ----------------------------------------------------------------------------------------------
+# gradient checks of the reference (float64, central differences) over whole sequences
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_reference_gradcheck(cell, reverse):
+    rng = np.random.default_rng(1)
+    T, N, I, Hd = 4, 3, 2, 3
+    p = make(cell, T, N, I, Hd, np.float64, rng)
+    if cell == "rnn_relu":       # keep pre-activations away from the kink
+        p["b_ih"] += 0.3
+    lengths = np.array([4, 2, 3])
+    lstm = cell == "lstm"
+    f = registry.get(f"{cell}_sequence_forward", "numpy")
+
+    def loss():
+        args = (p["x"], p["h0"], p["c0"]) if lstm else (p["x"], p["h0"])
+        res = f(*args, p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"], lengths=lengths,
+                reverse=reverse)
+        val = np.sum(res[0] * p["dy"]) + np.sum(res[1] * p["dh_n"])
+        if lstm:
+            val += np.sum(res[2] * p["dc_n"])
+        return val
+
+    got = run(cell, "numpy", 1, p, lengths=lengths, reverse=reverse)
+    names = {"x": "dx", "h0": "dh0", "w_ih": "dw_ih", "w_hh": "dw_hh", "b_ih": "db_ih",
+             "b_hh": "db_hh"}
+    if lstm:
+        names["c0"] = "dc0"
+    for name, gname in names.items():
+        num = numerical_grad(loss, p[name])
+        assert_close(f"{cell} {gname}", got[gname], num, atol=1e-7, rtol=1e-6)
+    # padded steps: zero outputs, dy there is ignored
+    assert np.all(got["y"][2:, 1] == 0) and np.all(got["y"][3:, 2] == 0)
+
+
+# ----------------------------------------------------------------------------------------------
+# step ops vs the sequence driver; ONE GEMM weight gradient == sum of per-step outer products
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("cell", CELLS)
+def test_steps_compose_to_sequence_and_one_gemm_equals_outer_products(cell):
+    rng = np.random.default_rng(2)
+    T, N, I, Hd = 5, 3, 4, 3
+    p = make(cell, T, N, I, Hd, np.float64, rng)
+    lstm = cell == "lstm"
+    sf = registry.get(f"{cell}_step_forward", "numpy")
+    sb = registry.get(f"{cell}_step_backward", "numpy")
+    h, c, hs, cs, saves = p["h0"], p["c0"], [], [], []
+    for t in range(T):
+        hs.append(h)
+        cs.append(c)
+        if lstm:
+            h, c, s = sf(p["x"][t], h, c, p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"])
+        else:
+            h, s = sf(p["x"][t], h, p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"])
+        saves.append((h, s))
+    seq = run(cell, "numpy", 1, p)
+    assert_close("y", np.stack([s[0] for s in saves]), seq["y"])
+    assert_close("h_n", h, seq["h_n"])
+    grads = {k: np.zeros_like(p[k]) for k in ("w_ih", "w_hh", "b_ih", "b_hh")}
+    dh, dc = p["dh_n"].copy(), p["dc_n"].copy()
+    dxs = [None] * T
+    for t in range(T - 1, -1, -1):
+        args = [grads["w_ih"], grads["w_hh"], grads["b_ih"], grads["b_hh"], dh + p["dy"][t]]
+        if lstm:
+            dxs[t], dh, dc, _, _ = sb(*args, dc, p["x"][t], hs[t], cs[t], p["w_ih"], p["w_hh"],
+                                      saves[t][1])
+        else:
+            dxs[t], dh, _, _ = sb(*args, p["x"][t], hs[t], p["w_ih"], p["w_hh"], saves[t][1])
+    assert_close("dx", np.stack(dxs), seq["dx"])
+    assert_close("dh0", dh, seq["dh0"])
+    for k, g in grads.items():   # per-step outer products summed == the one GEMM over T*N rows
+        assert_close(f"d{k} (one GEMM vs per-step outer products)", seq["d" + k], g)
+
+
+def test_parameter_gradients_accumulate(rng):
+    p = make("gru", 3, 2, 3, 4, np.float64, rng)
+    once = run("gru", "numba", 1, p)
+    f = registry.get("gru_sequence_forward", "numba")
+    b = registry.get("gru_sequence_backward", "numba")
+    y, hn, cache = f(p["x"], p["h0"], p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"])
+    g = [once["dw_ih"].copy(), once["dw_hh"].copy(), once["db_ih"].copy(), once["db_hh"].copy()]
+    b(*g, p["dy"], p["dh_n"], p["x"], p["w_ih"], p["w_hh"], cache)
+    for k, gg in zip(("dw_ih", "dw_hh", "db_ih", "db_hh"), g):
+        assert_close(k + " accumulates", gg, 2 * once[k])
+
+
+# ----------------------------------------------------------------------------------------------
+# lengths and truncation
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("reverse", [False, True], ids=["fwd", "rev"])
+def test_lengths_equal_unpadded_per_sentence(cell, reverse):
+    rng = np.random.default_rng(3)
+    T, N, I, Hd = 6, 3, 2, 4
+    p = make(cell, T, N, I, Hd, np.float64, rng)
+    lengths = np.array([6, 1, 4])
+    full = run(cell, "numba", 1, p, lengths=lengths, reverse=reverse, bptt=2)
+    for n, L in enumerate(lengths):
+        q = {k: v for k, v in p.items()}
+        for k in ("x", "dy"):
+            q[k] = np.ascontiguousarray(p[k][:L, n:n + 1])
+        for k in ("h0", "c0", "dh_n", "dc_n"):
+            q[k] = np.ascontiguousarray(p[k][n:n + 1])
+        one = run(cell, "numpy", 1, q, reverse=reverse, bptt=2)
+        assert_close(f"y[{n}]", full["y"][:L, n], one["y"][:, 0])
+        assert np.all(full["y"][L:, n] == 0), "outputs at padded steps must be zero"
+        assert_close(f"dx[{n}]", full["dx"][:L, n], one["dx"][:, 0])
+        assert np.all(full["dx"][L:, n] == 0), "no gradient through padded steps"
+        for k in ("h_n", "dh0") + (("c_n", "dc0") if cell == "lstm" else ()):
+            assert_close(f"{k}[{n}]", full[k][n], one[k][0])
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_truncated_bptt_equals_chunked_detached_reference(cell, k):
+    """bptt_steps=k == run the sequence in chunks of k steps, the state between chunks a
+    constant: each chunk's backward gets its own dy, dh_n only reaches the last chunk, and only
+    the first chunk's dh0 is kept."""
+    rng = np.random.default_rng(4)
+    T, N, I, Hd = 7, 2, 3, 3
+    p = make(cell, T, N, I, Hd, np.float64, rng)
+    lstm = cell == "lstm"
+    got = run(cell, "numpy", 1, p, bptt=k)
+    got_nb = run(cell, "numba", 3, p, bptt=k)
+    compare(got_nb, got, np.float64, "numba v3 truncated")
+    grads = {n: 0 for n in ("dw_ih", "dw_hh", "db_ih", "db_hh")}
+    h, c, dxs = p["h0"], p["c0"], []
+    starts = list(range(0, T, k))
+    for ci, s0 in enumerate(starts):
+        q = dict(p)
+        q["x"], q["dy"] = p["x"][s0:s0 + k].copy(), p["dy"][s0:s0 + k].copy()
+        q["h0"], q["c0"] = h, c
+        last = ci == len(starts) - 1
+        if not last:
+            q["dh_n"] = np.zeros_like(h)
+            q["dc_n"] = np.zeros_like(h)
+        r = run(cell, "numpy", 1, q)
+        h = r["h_n"]
+        c = r.get("c_n")
+        dxs.append(r["dx"])
+        for n in grads:
+            grads[n] = grads[n] + r[n]
+        if ci == 0:
+            dh0, dc0 = r["dh0"], r.get("dc0")
+    assert_close("dx", got["dx"], np.concatenate(dxs))
+    assert_close("dh0", got["dh0"], dh0)
+    if lstm:
+        assert_close("dc0", got["dc0"], dc0)
+    for n, g in grads.items():
+        assert_close(n, got[n], g)
+    full = run(cell, "numpy", 1, p)
+    at_least_T = run(cell, "numpy", 1, p, bptt=T)
+    compare(at_least_T, full, np.float64, "bptt_steps >= T is full BPTT")
+
+
+# ----------------------------------------------------------------------------------------------
+# long sequences: saved activations are O(T*N*G*Hd), nothing grows faster
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_long_sequence_bounded_memory(cell):
+    rng = np.random.default_rng(5)
+    T, N, I, Hd = 1000, 2, 3, 8
+    G = GATES[cell]
+    p = make(cell, T, N, I, Hd, np.float32, rng, scale=0.3)
+    run(cell, "numba", 1, make(cell, 2, N, I, Hd, np.float32, rng))  # warm the JIT
+    tracemalloc.start()
+    out = run(cell, "numba", 1, p)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    cache = out["cache"]
+    extra = {"lstm": 2, "gru": 1}[cell]
+    saved_bytes = sum(a.nbytes for a in {id(a): a for a in cache.values()}.values())
+    assert saved_bytes == T * N * (G + 1 + extra) * Hd * 4
+    unit = T * N * G * Hd * 4          # one (T, N, G*Hd) float32 array
+    assert peak < 12 * unit + (1 << 20), f"peak {peak} bytes vs T*N*G*Hd*4 = {unit}"
+    assert np.all(np.isfinite(out["dx"])) and np.all(np.isfinite(out["dw_hh"]))
+
+
+# ----------------------------------------------------------------------------------------------
+# bad input
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_bad_input_names_the_argument(backend, rng):
+    p = make("lstm", 4, 2, 3, 5, np.float32, rng)
+    f = registry.get("lstm_sequence_forward", backend)
+    args = lambda **kw: {**dict(x=p["x"], h0=p["h0"], c0=p["c0"], w_ih=p["w_ih"],  # noqa: E731
+                                w_hh=p["w_hh"], b_ih=p["b_ih"], b_hh=p["b_hh"]), **kw}
+    bad = [
+        (dict(x=p["x"][:, :, :2]), ValueError, "w_ih"),
+        (dict(x=p["x"].astype(np.float64)), TypeError, "w_hh"),
+        (dict(x=p["x"].astype(np.int32)), TypeError, "x"),
+        (dict(x=p["x"][0]), ValueError, "x"),
+        (dict(h0=p["h0"][:1]), ValueError, "h0"),
+        (dict(c0=p["c0"][:, :3]), ValueError, "c0"),
+        (dict(w_hh=p["w_hh"][:, :4]), ValueError, "w_hh"),
+        (dict(b_ih=p["b_ih"][:3]), ValueError, "b_ih"),
+        (dict(lengths=[5, 1]), ValueError, "lengths"),
+        (dict(lengths=[0, 1]), ValueError, "lengths"),
+        (dict(lengths=[1, 2, 3]), ValueError, "lengths"),
+        (dict(lengths=[1.5, 2]), TypeError, "lengths"),
+    ]
+    for kw, exc, name in bad:
+        a = args(**kw)
+        lengths = a.pop("lengths", None)
+        with pytest.raises(exc, match=name):
+            f(*a.values(), lengths=lengths)
+    y, hn, cn, cache = f(*args().values())
+    b = registry.get("lstm_sequence_backward", backend)
+    g = [np.zeros_like(p[k]) for k in ("w_ih", "w_hh", "b_ih", "b_hh")]
+    with pytest.raises(ValueError, match="dy"):
+        b(*g, p["dy"][:2], None, None, p["x"], p["w_ih"], p["w_hh"], cache)
+    with pytest.raises(ValueError, match="cache"):
+        b(*g, p["dy"], None, None, p["x"], p["w_ih"], p["w_hh"], {"hprev": cache["hprev"]})
+    with pytest.raises(TypeError, match="dw_hh"):
+        b(g[0], g[1].astype(np.float64), g[2], g[3], p["dy"], None, None, p["x"], p["w_ih"],
+          p["w_hh"], cache)
+    with pytest.raises(ValueError, match="bptt_steps"):
+        b(*g, p["dy"], None, None, p["x"], p["w_ih"], p["w_hh"], cache, bptt_steps=-1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Jordan RNN kernels
+# ----------------------------------------------------------------------------------------------
+def _jordan(backend, p, lengths=None, bptt=None):
+    f = registry.get("jordan_sequence_forward", backend)
+    b = registry.get("jordan_sequence_backward", backend)
+    y, yn, cache = f(p["x"], p["y0"], p["w_ih"], p["w_hy"], p["b_h"], p["w_ho"], p["b_o"],
+                     lengths=lengths)
+    g = {k: np.zeros_like(p[k]) for k in ("w_ih", "w_hy", "b_h", "w_ho", "b_o")}
+    dx, dy0 = b(g["w_ih"], g["w_hy"], g["b_h"], g["w_ho"], g["b_o"], p["dy"], p["dy_n"], p["x"],
+                p["w_ih"], p["w_hy"], p["w_ho"], cache, lengths=lengths, bptt_steps=bptt)
+    return dict(y=y, y_n=yn, dx=dx, dy0=dy0, **{"d" + k: v for k, v in g.items()})
+
+
+def _jordan_params(rng, T=5, N=3, I=2, Hd=4, O=3, dtype=np.float64):
+    r = lambda *s: (rng.standard_normal(s) * 0.5).astype(dtype)  # noqa: E731
+    return dict(x=r(T, N, I), y0=r(N, O), w_ih=r(Hd, I), w_hy=r(Hd, O), b_h=r(Hd),
+                w_ho=r(O, Hd), b_o=r(O), dy=r(T, N, O), dy_n=r(N, O))
+
+
+def test_jordan_gradcheck_and_numba():
+    rng = np.random.default_rng(6)
+    p = _jordan_params(rng)
+    lengths = np.array([5, 2, 4])
+    got = _jordan("numpy", p, lengths)
+    f = registry.get("jordan_sequence_forward", "numpy")
+
+    def loss():
+        y, yn, _ = f(p["x"], p["y0"], p["w_ih"], p["w_hy"], p["b_h"], p["w_ho"], p["b_o"],
+                     lengths=lengths)
+        return np.sum(y * p["dy"]) + np.sum(yn * p["dy_n"])
+
+    for name, gname in (("x", "dx"), ("y0", "dy0"), ("w_ih", "dw_ih"), ("w_hy", "dw_hy"),
+                        ("b_h", "db_h"), ("w_ho", "dw_ho"), ("b_o", "db_o")):
+        assert_close(f"jordan {gname}", got[gname], numerical_grad(loss, p[name]), 1e-7, 1e-6)
+    for bptt in (None, 2):
+        ref = _jordan("numpy", p, lengths, bptt)
+        nb = _jordan("numba", p, lengths, bptt)
+        for k in ref:
+            assert_close(f"jordan numba {k} bptt={bptt}", nb[k], ref[k], 1e-10, 1e-9)
+    assert np.all(got["y"][2:, 1] == 0)
+
+
+def test_single_thread_step_blas_option(monkeypatch):
+    """STEP_BLAS_THREADS=1 (robust mode for loaded machines) computes the same thing."""
+    pytest.importorskip("threadpoolctl")
+    rng = np.random.default_rng(7)
+    p = make("lstm", 4, 2, 3, 5, np.float32, rng)
+    ref = run("lstm", "numba", 1, p)
+    monkeypatch.setattr(recurrent, "STEP_BLAS_THREADS", 1)
+    compare(run("lstm", "numba", 1, p), ref, np.float32, "STEP_BLAS_THREADS=1")
