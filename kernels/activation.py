@@ -7,6 +7,8 @@ Versions
 --------
 numpy v1  reference, vectorised NumPy
 numba v1  one fused parallel loop over the flattened array (no temporaries)
+cuda v1   (kernels/cuda/activation.cu, on "cuda" and "cuda-emu") one thread per element,
+          grid-stride loop
 """
 # any shape; computed over the flattened contiguous array
 from __future__ import annotations
@@ -18,11 +20,14 @@ from numba import njit, prange
 
 from . import registry
 from ._checks import check_float_array, check_shape
+from .cuda.common import THREADS as CUDA_THREADS
+from .cuda.common import blocks_for, ctype, device_xp, register_cuda
+from .cuda.loader import load_module
 
 
-def _check_pair(dy, y):
-    y = check_float_array("y", y)
-    dy = check_float_array("dy", dy, dtype=y.dtype)
+def _check_pair(dy, y, xp=None):
+    y = check_float_array("y", y, xp=xp)
+    dy = check_float_array("dy", dy, dtype=y.dtype, xp=xp)
     check_shape("dy", dy, y.shape)
     return dy, y
 
@@ -138,3 +143,47 @@ for _name, _fwd, _bwd in (("relu", _relu_fwd, _relu_bwd),
                       doc="fused parallel elementwise loop")(_unary(_fwd))
     registry.register(f"{_name}_backward", "numba", 1, default=True,
                       doc="fused parallel elementwise loop")(_binary(_bwd))
+
+
+# ----------------------------------------------------------------------------
+# CUDA launchers (kernels/cuda/activation.cu): "cuda" (CuPy arrays) and "cuda-emu"
+# ----------------------------------------------------------------------------
+_CU_NAMES = ("relu", "sigmoid", "tanh")
+_CU_TEMPLATES = tuple(f"{n}_{d}<{t}>" for n in _CU_NAMES for d in ("fwd", "bwd")
+                      for t in ("float", "double"))
+_CU_MAX_BLOCKS = 65535   # grid-stride loops cover the rest
+
+
+def _cu_launch(backend, name, dtype, n, args):
+    mod = load_module("activation.cu", backend, name_expressions=_CU_TEMPLATES)
+    fn = mod.get_function(f"{name}<{ctype(dtype)}>")
+    fn((min(blocks_for(n, CUDA_THREADS), _CU_MAX_BLOCKS),), (CUDA_THREADS,), args + (np.int64(n),))
+
+
+def _make_cuda_activation(name):
+    def make_forward(backend):
+        def forward(x):
+            x = check_float_array("x", x, xp=device_xp(backend))
+            y = device_xp(backend).empty_like(x)
+            if x.size:
+                _cu_launch(backend, f"{name}_fwd", x.dtype, x.size, (y, x))
+            return y
+        return forward
+
+    def make_backward(backend):
+        def backward(dy, y):
+            dy, y = _check_pair(dy, y, xp=device_xp(backend))
+            dx = device_xp(backend).empty_like(y)
+            if y.size:
+                _cu_launch(backend, f"{name}_bwd", y.dtype, y.size, (dx, dy, y))
+            return dx
+        return backward
+
+    return make_forward, make_backward
+
+
+for _name in _CU_NAMES:
+    _mf, _mb = _make_cuda_activation(_name)
+    register_cuda(f"{_name}_forward", 1, default=True, doc="one thread per element")(_mf)
+    register_cuda(f"{_name}_backward", 1, default=True, doc="one thread per element")(_mb)
+del _name, _mf, _mb

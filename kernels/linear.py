@@ -7,6 +7,9 @@ Versions
 numpy v1  reference: ``x @ weight.T`` (+ bias)
 numba v1  ``np.dot`` inside ``@njit`` (SciPy's BLAS) with the bias add fused in a
           parallel loop; the bias gradient is a parallel column sum
+cuda v1   (on "cuda" and "cuda-emu") the reference's array code on the backend's arrays:
+          cuBLAS through ``cupy.matmul`` on "cuda" (NumPy's BLAS on "cuda-emu": cuBLAS is not
+          emulated); no custom kernel, the GEMM is not the subject here
 """
 # N rows (batch, or batch x time flattened), I in-features, O out-features
 from __future__ import annotations
@@ -16,23 +19,25 @@ from numba import njit, prange
 
 from . import registry
 from ._checks import check_float_array, check_shape
+from .cuda.common import device_xp, register_cuda
 
 
-def check_linear(x, weight, bias=None):
-    """Validate ``x`` (N, I), ``weight`` (O, I), ``bias`` (O,) or None; return contiguous copies."""
-    x = check_float_array("x", x, ndim=2)
-    weight = check_float_array("weight", weight, ndim=2, dtype=x.dtype)
+def check_linear(x, weight, bias=None, xp=None):
+    """Validate ``x`` (N, I), ``weight`` (O, I), ``bias`` (O,) or None; return contiguous copies.
+    ``xp``: the required array module (default NumPy)."""
+    x = check_float_array("x", x, ndim=2, xp=xp)
+    weight = check_float_array("weight", weight, ndim=2, dtype=x.dtype, xp=xp)
     if weight.shape[1] != x.shape[1]:
         raise ValueError(f"x: expected {weight.shape[1]} features (weight shape "
                          f"{tuple(weight.shape)}), got x shape {tuple(x.shape)}")
     if bias is not None:
-        bias = check_float_array("bias", bias, ndim=1, dtype=x.dtype)
+        bias = check_float_array("bias", bias, ndim=1, dtype=x.dtype, xp=xp)
         check_shape("bias", bias, (weight.shape[0],))
     return x, weight, bias
 
 
-def _check_dout(dout, n, o, dtype):
-    dout = check_float_array("dout", dout, ndim=2, dtype=dtype)
+def _check_dout(dout, n, o, dtype, xp=None):
+    dout = check_float_array("dout", dout, ndim=2, dtype=dtype, xp=xp)
     check_shape("dout", dout, (n, o))
     return dout
 
@@ -41,8 +46,8 @@ def _check_dout(dout, n, o, dtype):
 # NumPy reference
 # ----------------------------------------------------------------------------
 @registry.register("linear_forward", "numpy", 1, doc="reference: x @ W.T + b")
-def linear_forward_ref(x, weight, bias=None):
-    x, weight, bias = check_linear(x, weight, bias)
+def linear_forward_ref(x, weight, bias=None, *, xp=None):
+    x, weight, bias = check_linear(x, weight, bias, xp=xp)
     out = x @ weight.T
     if bias is not None:
         out += bias
@@ -50,9 +55,9 @@ def linear_forward_ref(x, weight, bias=None):
 
 
 @registry.register("linear_backward_data", "numpy", 1, doc="reference: dout @ W")
-def linear_backward_data_ref(dout, weight):
-    weight = check_float_array("weight", weight, ndim=2)
-    dout = check_float_array("dout", dout, ndim=2, dtype=weight.dtype)
+def linear_backward_data_ref(dout, weight, *, xp=None):
+    weight = check_float_array("weight", weight, ndim=2, xp=xp)
+    dout = check_float_array("dout", dout, ndim=2, dtype=weight.dtype, xp=xp)
     if dout.shape[1] != weight.shape[0]:
         raise ValueError(f"dout: expected {weight.shape[0]} columns (weight shape "
                          f"{tuple(weight.shape)}), got {tuple(dout.shape)}")
@@ -61,9 +66,9 @@ def linear_backward_data_ref(dout, weight):
 
 @registry.register("linear_backward_weight", "numpy", 1,
                    doc="reference: dW += dout.T @ x, db += dout.sum(0)")
-def linear_backward_weight_ref(dweight, dbias, dout, x):
-    x, dweight, dbias = check_linear(x, dweight, dbias)
-    dout = _check_dout(dout, x.shape[0], dweight.shape[0], x.dtype)
+def linear_backward_weight_ref(dweight, dbias, dout, x, *, xp=None):
+    x, dweight, dbias = check_linear(x, dweight, dbias, xp=xp)
+    dout = _check_dout(dout, x.shape[0], dweight.shape[0], x.dtype, xp=xp)
     dweight += dout.T @ x
     if dbias is not None:
         dbias += dout.sum(axis=0)
@@ -124,3 +129,23 @@ def linear_backward_weight_numba_v1(dweight, dbias, dout, x):
     dweight += np.dot(dout.T, x)
     if dbias is not None:
         _accumulate_column_sum(dbias, dout)
+
+
+# ----------------------------------------------------------------------------
+# CUDA: the reference's array code on the backend's arrays (cuBLAS via cupy.matmul)
+# ----------------------------------------------------------------------------
+def _make_cuda_linear(ref):
+    def factory(backend):
+        def run(*args):
+            return ref(*args, xp=device_xp(backend))
+        run.__doc__ = f"{ref.__name__} on the {backend!r} backend's arrays."
+        return run
+    return factory
+
+
+_DOC_CUDA = "cuBLAS GEMM via cupy.matmul + array ops (NumPy BLAS on cuda-emu)"
+for _op, _ref in (("linear_forward", linear_forward_ref),
+                  ("linear_backward_data", linear_backward_data_ref),
+                  ("linear_backward_weight", linear_backward_weight_ref)):
+    register_cuda(_op, 1, default=True, doc=_DOC_CUDA)(_make_cuda_linear(_ref))
+del _op, _ref

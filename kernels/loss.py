@@ -6,6 +6,9 @@ Versions
 --------
 numpy v1  reference (log-sum-exp with the row max subtracted)
 numba v1  one parallel pass over rows: max, exp-sum, probabilities, loss
+cuda v1   (kernels/cuda/loss.cu, on "cuda" and "cuda-emu") softmax CE: one thread per row
+          forward, one per element backward; MSE: a library mean forward, one thread per
+          element backward
 """
 # N rows, C classes
 from __future__ import annotations
@@ -17,23 +20,32 @@ from numba import njit, prange
 
 from . import registry
 from ._checks import check_float_array, check_shape
+from .cuda.common import THREADS as CUDA_THREADS
+from .cuda.common import blocks_for, ctype, device_xp, register_cuda
+from .cuda.loader import load_module
 
 
-def check_targets(targets, n: int, num_classes: int):
-    """Integer class indices, shape (N,), each in [0, C)."""
-    if not isinstance(targets, np.ndarray) or targets.dtype.kind not in "iu":
-        raise TypeError(f"targets: expected an integer NumPy array of class indices, "
+def check_targets(targets, n: int, num_classes: int, xp=None):
+    """Integer class indices, shape (N,), each in [0, C), in ``xp``'s memory (default NumPy;
+    a host array is also accepted for a device backend and copied over)."""
+    xp = np if xp is None else xp
+    where = "NumPy" if xp is np else "NumPy or CuPy"
+    if (not isinstance(targets, (np.ndarray, xp.ndarray))
+            or targets.dtype.kind not in "iu"):
+        raise TypeError(f"targets: expected an integer {where} array of class indices, "
                         f"got {getattr(targets, 'dtype', type(targets))}")
     check_shape("targets", targets, (n,))
-    if n and (targets.min() < 0 or targets.max() >= num_classes):
-        raise ValueError(f"targets: class indices must lie in [0, {num_classes}), got range "
-                         f"[{targets.min()}, {targets.max()}]")
-    return np.ascontiguousarray(targets, dtype=np.int64)
+    if n:
+        lo, hi = int(targets.min()), int(targets.max())
+        if lo < 0 or hi >= num_classes:
+            raise ValueError(f"targets: class indices must lie in [0, {num_classes}), got range "
+                             f"[{lo}, {hi}]")
+    return xp.ascontiguousarray(xp.asarray(targets), dtype=np.int64)
 
 
-def _check_ce(logits, targets):
-    logits = check_float_array("logits", logits, ndim=2)
-    targets = check_targets(targets, logits.shape[0], logits.shape[1])
+def _check_ce(logits, targets, xp=None):
+    logits = check_float_array("logits", logits, ndim=2, xp=xp)
+    targets = check_targets(targets, logits.shape[0], logits.shape[1], xp=xp)
     return logits, targets
 
 
@@ -107,9 +119,9 @@ def softmax_cross_entropy_backward_numba_v1(probs, targets, dloss=1.0):
     return d
 
 
-def _check_mse(pred, target):
-    pred = check_float_array("pred", pred)
-    target = check_float_array("target", target, dtype=pred.dtype)
+def _check_mse(pred, target, xp=None):
+    pred = check_float_array("pred", pred, xp=xp)
+    target = check_float_array("target", target, dtype=pred.dtype, xp=xp)
     check_shape("target", target, pred.shape)
     return pred, target
 
@@ -143,3 +155,72 @@ def mse_backward_numba_v1(pred, target, dloss=1.0):
     d = np.empty_like(pred)
     _mse_bwd(pred.reshape(-1), target.reshape(-1), 2 * float(dloss) / pred.size, d.reshape(-1))
     return d
+
+
+# ----------------------------------------------------------------------------
+# CUDA launchers (kernels/cuda/loss.cu): "cuda" (CuPy arrays) and "cuda-emu"
+# ----------------------------------------------------------------------------
+_CU_TEMPLATES = tuple(f"{k}<{t}>" for k in ("softmax_ce_fwd", "softmax_ce_bwd", "mse_bwd")
+                      for t in ("float", "double"))
+_CU_MAX_BLOCKS = 65535
+
+
+def _cu_launch(backend, name, dtype, n, args):
+    mod = load_module("loss.cu", backend, name_expressions=_CU_TEMPLATES)
+    fn = mod.get_function(f"{name}<{ctype(dtype)}>")
+    fn((min(blocks_for(n, CUDA_THREADS), _CU_MAX_BLOCKS),), (CUDA_THREADS,), args)
+
+
+@register_cuda("softmax_cross_entropy_forward", 1, default=True,
+               doc="one thread per row (max, exp-sum, probs, row loss); returns (loss, probs)")
+def _make_ce_forward_cuda(backend):
+    def softmax_cross_entropy_forward(logits, targets):
+        xp = device_xp(backend)
+        logits, targets = _check_ce(logits, targets, xp=xp)
+        n, c = logits.shape
+        probs = xp.empty_like(logits)
+        row_loss = xp.empty(n, dtype=np.float64)
+        if n:
+            _cu_launch(backend, "softmax_ce_fwd", logits.dtype, n,
+                       (probs, row_loss, logits, targets, np.int64(n), np.int32(c)))
+        return logits.dtype.type(float(row_loss.mean()) if n else np.nan), probs
+    return softmax_cross_entropy_forward
+
+
+@register_cuda("softmax_cross_entropy_backward", 1, default=True,
+               doc="one thread per element: (probs - onehot) * dloss / N")
+def _make_ce_backward_cuda(backend):
+    def softmax_cross_entropy_backward(probs, targets, dloss=1.0):
+        xp = device_xp(backend)
+        probs, targets = _check_ce(probs, targets, xp=xp)
+        n, c = probs.shape
+        d = xp.empty_like(probs)
+        if n:
+            _cu_launch(backend, "softmax_ce_bwd", probs.dtype, n * c,
+                       (d, probs, targets, np.float64(float(dloss) / n), np.int64(n),
+                        np.int32(c)))
+        return d
+    return softmax_cross_entropy_backward
+
+
+@register_cuda("mse_forward", 1, default=True, doc="library reduction (xp.mean)")
+def _make_mse_forward_cuda(backend):
+    def mse_forward(pred, target):
+        xp = device_xp(backend)
+        pred, target = _check_mse(pred, target, xp=xp)
+        return pred.dtype.type(float(xp.mean((pred - target) ** 2)))
+    return mse_forward
+
+
+@register_cuda("mse_backward", 1, default=True, doc="one thread per element")
+def _make_mse_backward_cuda(backend):
+    def mse_backward(pred, target, dloss=1.0):
+        xp = device_xp(backend)
+        pred, target = _check_mse(pred, target, xp=xp)
+        d = xp.empty_like(pred)
+        if pred.size:
+            _cu_launch(backend, "mse_bwd", pred.dtype, pred.size,
+                       (d, pred, target, np.float64(2.0 * float(dloss) / pred.size),
+                        np.int64(pred.size)))
+        return d
+    return mse_backward

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import re
 import shutil
 from typing import Callable
 
@@ -40,6 +41,9 @@ KERNEL_MODULES: tuple[str, ...] = (
     "kernels.activation",
     "kernels.loss",
     "kernels.recurrent",
+    "kernels.batchnorm",
+    "kernels.embedding",
+    "kernels.recurrent_persistent",
 )
 
 
@@ -49,6 +53,34 @@ class KernelNotFoundError(LookupError):
 
 class BackendUnavailableError(RuntimeError):
     """Raised when a known backend cannot run on this machine; the message says why."""
+
+
+class DeviceOutOfMemoryError(MemoryError):
+    """A ``cuda`` kernel could not get the GPU memory it asked for.
+
+    Attributes
+    ----------
+    requested_bytes : int or None
+        the size of the allocation that failed, when CuPy reported it.
+    """
+
+    def __init__(self, kernel_name: str, cause: BaseException):
+        found = re.search(r"allocating ([\d,]+) bytes", str(cause))
+        self.requested_bytes = int(found.group(1).replace(",", "")) if found else None
+        size = (f"{self.requested_bytes:,} bytes ({self.requested_bytes / 2**20:.1f} MiB)"
+                if self.requested_bytes is not None else "an allocation of unknown size")
+        super().__init__(f"{kernel_name}: CUDA out of memory requesting {size}; "
+                         f"CuPy said: {cause}. Use a smaller batch or scale, or free GPU "
+                         "memory (cupy.get_default_memory_pool().free_all_blocks()).")
+
+
+def _is_device_oom(exc: BaseException) -> bool:
+    """CuPy's OutOfMemoryError (a MemoryError) or a CUDA/cuBLAS allocation failure."""
+    if not type(exc).__module__.startswith("cupy"):
+        return False
+    text = str(exc)
+    return (isinstance(exc, MemoryError) or "cudaErrorMemoryAllocation" in text
+            or "CUBLAS_STATUS_ALLOC_FAILED" in text)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +98,14 @@ class Kernel:
         return f"{self.op}[{self.backend}/v{self.version}]"
 
     def __call__(self, *args, **kwargs):
-        return self.fn(*args, **kwargs)
+        if self.backend != "cuda":
+            return self.fn(*args, **kwargs)
+        try:
+            return self.fn(*args, **kwargs)
+        except Exception as exc:       # CuPy's OOM types, without importing CuPy here
+            if _is_device_oom(exc):
+                raise DeviceOutOfMemoryError(self.name, exc) from exc
+            raise
 
 
 _KERNELS: dict[tuple[str, str, int], Kernel] = {}

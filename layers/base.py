@@ -5,6 +5,11 @@ Layers are explicit, not autograd: ``forward`` saves what ``backward`` needs,
 gradients into ``param.grad`` (call :meth:`Module.zero_grad` between steps,
 as in PyTorch). Parameter names, ``state_dict`` keys and initialisation follow
 PyTorch, so weights move between seqgrid and ``torch.nn`` unchanged.
+
+Devices: a module's ``backend`` decides where its arrays live. ``"cuda"`` keeps parameters,
+gradients, inputs and outputs as CuPy arrays in GPU memory; every other backend (``numpy``,
+``numba``, and ``cuda-emu``, which runs the CUDA C kernels on the CPU) uses NumPy arrays.
+:meth:`Module.to` moves a whole model: ``model.to("cuda")`` / ``model.to("cpu")``.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import numpy as np
 
 from kernels import registry
 from kernels._checks import array_module
+from kernels.cuda.common import device_xp
 
 
 class Parameter:
@@ -78,6 +84,65 @@ class Module:
         elif value is None and name in params:
             params[name] = None      # e.g. bias=False keeps the name, like torch
         object.__setattr__(self, name, value)
+
+    # -- devices ----------------------------------------------------------------
+    @property
+    def device(self) -> str:
+        """``"cuda"`` when this module's arrays live in GPU memory, else ``"cpu"``."""
+        return "cuda" if self.backend == "cuda" else "cpu"
+
+    @property
+    def xp(self):
+        """The array module of this module's arrays (``cupy`` on ``"cuda"``, else NumPy)."""
+        return device_xp(self.backend)
+
+    def to(self, device: str) -> "Module":
+        """Move every parameter, gradient and buffer of this module and its sub-modules, and
+        switch their kernels to a backend on that device (like ``torch.nn.Module.to``).
+
+        Parameters
+        ----------
+        device : str
+            ``"cuda"`` (CuPy arrays, ``cuda`` kernels), ``"cpu"`` (NumPy arrays, back to the
+            CPU backend the module had before it went to the GPU, ``"numba"`` if it never had
+            one), or any backend name (``"numpy"``, ``"numba"``, ``"cuda-emu"``, ``"cuda"``).
+
+        Returns
+        -------
+        Module
+            ``self``, for chaining. Outputs of later calls stay on the new device: pass inputs
+            that live there (``cupy.asarray(x)`` for ``"cuda"``).
+
+        Raises
+        ------
+        ValueError
+            ``device`` is neither ``"cpu"`` nor ``"cuda"`` nor a backend name.
+        BackendUnavailableError
+            the target backend cannot run here (for ``"cuda"``: no CuPy, driver or device; the
+            message says how to install CuPy).
+        """
+        if device not in ("cpu",) + registry.BACKENDS:
+            raise ValueError(f"device: expected 'cpu', 'cuda' or a backend name "
+                             f"{list(registry.BACKENDS)}, got {device!r}")
+        for _, mod in self.named_modules():
+            target = device
+            if device == "cpu":
+                target = mod.backend if mod.backend != "cuda" else mod.__dict__.get(
+                    "_cpu_backend", "numba")
+            registry.check_backend(target)
+            if mod.backend != "cuda":
+                object.__setattr__(mod, "_cpu_backend", mod.backend)
+            move = _mover(target)
+            for p in mod._parameters.values():
+                if p is not None:
+                    p.data, p.grad = move(p.data), move(p.grad)
+            mod._move_buffers(move)
+            object.__setattr__(mod, "backend", target)
+        return self
+
+    def _move_buffers(self, move) -> None:
+        """Hook for modules with non-parameter arrays (e.g. running statistics): replace each
+        with ``move(array)``. The default has none."""
 
     def kernel(self, op: str, version: int | None = None):
         """The registry kernel ``op`` for this module's backend."""
@@ -189,6 +254,20 @@ class Module:
             sub = repr(mod).replace("\n", "\n  ")
             lines.append(f"  ({name}): {sub}")
         return lines[0] + (")" if len(lines) == 1 else "\n" + "\n".join(lines[1:]) + "\n)")
+
+
+def _mover(backend: str):
+    """``array -> array`` in ``backend``'s memory (no copy when it already lives there)."""
+    if backend == "cuda":
+        import cupy
+
+        def to_device(a):
+            try:
+                return cupy.ascontiguousarray(cupy.asarray(a))
+            except MemoryError as exc:
+                raise registry.DeviceOutOfMemoryError("Module.to('cuda')", exc) from exc
+        return to_device
+    return lambda a: np.ascontiguousarray(_to_host(a))
 
 
 def _to_host(a):

@@ -12,13 +12,16 @@ class Sequential(Module):
     """
 
     def __init__(self, *modules: Module):
-        backends = {m.backend for m in modules}
         super().__init__(modules[0].backend if modules else "numpy")
         for i, m in enumerate(modules):
             if not isinstance(m, Module):
                 raise TypeError(f"modules[{i}]: expected a layers.Module, got {type(m).__name__}")
             setattr(self, str(i), m)
-        self.backends = backends
+
+    @property
+    def backends(self) -> set:
+        """The backends of the sub-modules (one after :meth:`Module.to`)."""
+        return {m.backend for m in self._modules.values()}
 
     def __len__(self):
         return len(self._modules)

@@ -55,7 +55,7 @@ class Conv2d(Module):
         return self.stride, self.padding, self.dilation
 
     def forward(self, x):
-        x = check_float_array("x", x, ndim=4)
+        x = check_float_array("x", x, ndim=4, xp=self.xp)
         self._x = x
         return self.kernel("conv2d_forward")(
             x, self.weight.data, None if self.bias is None else self.bias.data, *self._geometry())
@@ -109,7 +109,7 @@ class Conv1d(Conv2d):
         return a.reshape(k, c, 1, s)   # a view: gradients accumulate into the parameter
 
     def forward(self, x):
-        x = check_float_array("x", x, ndim=3)
+        x = check_float_array("x", x, ndim=3, xp=self.xp)
         self._x = x[:, :, None, :]
         out = self.kernel("conv2d_forward")(
             self._x, self._w4(self.weight.data),
@@ -118,7 +118,7 @@ class Conv1d(Conv2d):
 
     def backward(self, dout):
         x = saved(self, "_x")
-        dout = check_float_array("dout", dout, ndim=3)[:, :, None, :]
+        dout = check_float_array("dout", dout, ndim=3, xp=self.xp)[:, :, None, :]
         self.kernel("conv2d_backward_weight")(
             self._w4(self.weight.grad), None if self.bias is None else self.bias.grad, dout, x,
             *self._geometry())

@@ -41,7 +41,7 @@ class Linear(Module):
         self._x = None
 
     def forward(self, x):
-        x = check_float_array("x", x)
+        x = check_float_array("x", x, xp=self.xp)
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise ValueError(f"x: expected last dimension {self.in_features} (in_features), "
                              f"got shape {tuple(x.shape)}")
@@ -53,7 +53,7 @@ class Linear(Module):
 
     def backward(self, dout):
         x = saved(self, "_x")
-        dout = check_float_array("dout", dout)
+        dout = check_float_array("dout", dout, xp=self.xp)
         lead = dout.shape[:-1]
         d2 = dout.reshape(-1, self.out_features)
         self.kernel("linear_backward_weight")(

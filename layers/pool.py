@@ -33,7 +33,7 @@ class MaxPool2d(Module):
         self._argmax = self._x_shape = None
 
     def forward(self, x):
-        x = check_float_array("x", x, ndim=4)
+        x = check_float_array("x", x, ndim=4, xp=self.xp)
         out, self._argmax = self.kernel("maxpool2d_forward")(x, **self.args)
         self._x_shape = x.shape
         return out
@@ -70,7 +70,7 @@ class AvgPool2d(Module):
         self._x_shape = None
 
     def forward(self, x):
-        x = check_float_array("x", x, ndim=4)
+        x = check_float_array("x", x, ndim=4, xp=self.xp)
         self._x_shape = x.shape
         return self.kernel("avgpool2d_forward")(x, **self.args)
 
@@ -96,7 +96,7 @@ class AdaptiveAvgPool2d(Module):
         self._x_shape = None
 
     def forward(self, x):
-        x = check_float_array("x", x, ndim=4)
+        x = check_float_array("x", x, ndim=4, xp=self.xp)
         self._x_shape = x.shape
         return self.kernel("adaptive_avgpool2d_forward")(x, self.output_size)
 

@@ -104,32 +104,32 @@ class _RNNBase(Module):
     def _time_major(self, name, a, batched, last):
         """(N,T,F) / (T,F) / (T,N,F) -> contiguous (T, N, F)."""
         if not batched:
-            return np.ascontiguousarray(a[:, None, :])
+            return self.xp.ascontiguousarray(a[:, None, :])
         if self.batch_first:
-            return np.ascontiguousarray(a.transpose(1, 0, 2))
+            return self.xp.ascontiguousarray(a.transpose(1, 0, 2))
         return a
 
     def _from_time_major(self, a, batched):
         if not batched:
             return a[:, 0, :]
         if self.batch_first:
-            return np.ascontiguousarray(a.transpose(1, 0, 2))
+            return self.xp.ascontiguousarray(a.transpose(1, 0, 2))
         return a
 
     def _check_state(self, name, s, N, batched):
         L = self.num_layers * self.num_directions
         if s is None:
-            return np.zeros((L, N, self.hidden_size), self.dtype)
-        s = check_float_array(name, s, 3 if batched else 2, dtype=self.dtype)
+            return self.xp.zeros((L, N, self.hidden_size), self.dtype)
+        s = check_float_array(name, s, 3 if batched else 2, dtype=self.dtype, xp=self.xp)
         want = (L, N, self.hidden_size) if batched else (L, self.hidden_size)
         if tuple(s.shape) != want:
             raise ValueError(f"{name}: expected shape {want} (num_layers*num_directions, "
                              f"{'N, ' if batched else ''}hidden_size), got {tuple(s.shape)}")
-        return np.ascontiguousarray(s if batched else s[:, None, :])
+        return self.xp.ascontiguousarray(s if batched else s[:, None, :])
 
     # -- forward / backward -----------------------------------------------------
     def _forward(self, x, h0, c0, lengths):
-        x = check_float_array("x", x, (2, 3))
+        x = check_float_array("x", x, (2, 3), xp=self.xp)
         if x.dtype != self.dtype:
             raise TypeError(f"x: expected dtype {self.dtype} (the layer's dtype), got {x.dtype}")
         if x.shape[-1] != self.input_size:
@@ -147,8 +147,8 @@ class _RNNBase(Module):
             c0 = self._check_state("c0", c0, N, batched)
         fwd = self.kernel(f"{self.cell}_sequence_forward")
         D = self.num_directions
-        hn = np.empty((self.num_layers * D, N, self.hidden_size), self.dtype)
-        cn = np.empty_like(hn) if lstm else None
+        hn = self.xp.empty((self.num_layers * D, N, self.hidden_size), self.dtype)
+        cn = self.xp.empty_like(hn) if lstm else None
         layers, inp = [], xt
         for layer in range(self.num_layers):
             outs, caches = [], []
@@ -164,7 +164,7 @@ class _RNNBase(Module):
                     cn[i] = res[2]
                 caches.append(res[-1])
             layers.append((inp, caches))
-            inp = outs[0] if D == 1 else np.concatenate(outs, axis=2)
+            inp = outs[0] if D == 1 else self.xp.concatenate(outs, axis=2)
         self._saved = _Saved(layers, lengths, T, N, batched)
         out = self._from_time_major(inp, batched)
         if not batched:
@@ -178,7 +178,7 @@ class _RNNBase(Module):
         lstm = self.cell == "lstm"
         if d_output is not None:
             d_output = check_float_array("d_output", d_output, 3 if st.batched else 2,
-                                         dtype=self.dtype)
+                                         dtype=self.dtype, xp=self.xp)
             d_output = self._time_major("d_output", d_output, st.batched, D * Hd)
             if tuple(d_output.shape) != (T, N, D * Hd):
                 want = (T, N, D * Hd) if not self.batch_first else (N, T, D * Hd)
@@ -189,8 +189,8 @@ class _RNNBase(Module):
         if lstm and d_c_n is not None:
             dcn = self._check_state("d_c_n", d_c_n, N, st.batched)
         bwd = self.kernel(f"{self.cell}_sequence_backward")
-        dh0 = np.zeros((self.num_layers * D, N, Hd), self.dtype)
-        dc0 = np.zeros_like(dh0) if lstm else None
+        dh0 = self.xp.zeros((self.num_layers * D, N, Hd), self.dtype)
+        dc0 = self.xp.zeros_like(dh0) if lstm else None
         dout = d_output
         for layer in range(self.num_layers - 1, -1, -1):
             inp, caches = st.layers[layer]
@@ -200,7 +200,7 @@ class _RNNBase(Module):
                 w_ih, w_hh, b_ih, b_hh = self._params(layer, d)
                 dy = None
                 if dout is not None:
-                    dy = dout if D == 1 else np.ascontiguousarray(dout[:, :, d * Hd:(d + 1) * Hd])
+                    dy = dout if D == 1 else self.xp.ascontiguousarray(dout[:, :, d * Hd:(d + 1) * Hd])
                 grads = (w_ih.grad, w_hh.grad, None if b_ih is None else b_ih.grad,
                          None if b_hh is None else b_hh.grad)
                 hgrads = (dy, None if dhn is None else dhn[i])
@@ -356,17 +356,17 @@ class JordanRNN(Module):
         self._saved = None
 
     def forward(self, x, y0=None, lengths=None):
-        x = check_float_array("x", x, 3, dtype=None)
+        x = check_float_array("x", x, 3, dtype=None, xp=self.xp)
         if x.dtype != self.dtype:
             raise TypeError(f"x: expected dtype {self.dtype} (the layer's dtype), got {x.dtype}")
         if x.shape[-1] != self.input_size:
             raise ValueError(f"x: expected input feature size {self.input_size} (last axis), "
                              f"got {x.shape[-1]}")
-        xt = np.ascontiguousarray(x.transpose(1, 0, 2)) if self.batch_first else x
+        xt = self.xp.ascontiguousarray(x.transpose(1, 0, 2)) if self.batch_first else x
         T, N, _ = xt.shape
         lengths = _check_lengths(lengths, T, N)
         if y0 is not None:
-            y0 = check_float_array("y0", y0, 3, dtype=self.dtype)
+            y0 = check_float_array("y0", y0, 3, dtype=self.dtype, xp=self.xp)
             if tuple(y0.shape) != (1, N, self.output_size):
                 raise ValueError(f"y0: expected shape {(1, N, self.output_size)}, "
                                  f"got {tuple(y0.shape)}")
@@ -377,21 +377,21 @@ class JordanRNN(Module):
             None if self.bias_o is None else self.bias_o.data, lengths=lengths)
         self._saved = (xt, cache, lengths)
         if self.batch_first:
-            out = np.ascontiguousarray(out.transpose(1, 0, 2))
+            out = self.xp.ascontiguousarray(out.transpose(1, 0, 2))
         return out, yn[None]
 
     def backward(self, d_output, d_y_n=None):
         xt, cache, lengths = saved(self, "_saved")
         T, N, _ = xt.shape
         if d_output is not None:
-            d_output = check_float_array("d_output", d_output, 3, dtype=self.dtype)
+            d_output = check_float_array("d_output", d_output, 3, dtype=self.dtype, xp=self.xp)
             if self.batch_first:
-                d_output = np.ascontiguousarray(d_output.transpose(1, 0, 2))
+                d_output = self.xp.ascontiguousarray(d_output.transpose(1, 0, 2))
             if tuple(d_output.shape) != (T, N, self.output_size):
                 raise ValueError(f"d_output: expected shape (T, N, O) = {(T, N, self.output_size)}"
                                  f" (time-major), got {tuple(d_output.shape)}")
         if d_y_n is not None:
-            d_y_n = check_float_array("d_y_n", d_y_n, 3, dtype=self.dtype)
+            d_y_n = check_float_array("d_y_n", d_y_n, 3, dtype=self.dtype, xp=self.xp)
             if tuple(d_y_n.shape) != (1, N, self.output_size):
                 raise ValueError(f"d_y_n: expected shape {(1, N, self.output_size)}, "
                                  f"got {tuple(d_y_n.shape)}")
@@ -404,7 +404,7 @@ class JordanRNN(Module):
             lengths=lengths, bptt_steps=self.bptt_steps)
         self.dy0 = dy0[None]
         if self.batch_first:
-            dx = np.ascontiguousarray(dx.transpose(1, 0, 2))
+            dx = self.xp.ascontiguousarray(dx.transpose(1, 0, 2))
         return dx
 
     def extra_repr(self) -> str:
