@@ -133,8 +133,7 @@ def compare(families, set_name="quick", scale=1.0, backends=None, versions=None,
             for impl, r in prepared:
                 if progress:
                     progress(f"{w.name} {impl.label}")
-                t = time_call(r.run, budget_s=budget_s,
-                              device="cuda" if impl.backend == "cuda" else "cpu")
+                t = time_call(r.run, budget_s=budget_s, device=runners.impl_device(impl))
                 flops = w.training_flops
                 gflops = t.gflops(flops)
                 nbytes = 2 * w.bytes   # forward and backward each move about the forward's bytes

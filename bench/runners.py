@@ -8,7 +8,8 @@ An *implementation* is ``(backend, version)`` of the family's forward op, e.g.
 ``numba/v2`` for ``conv2d_forward``; the family's other ops (backward-data,
 backward-weight) use the same version number where it is registered and the
 backend's default otherwise. ``torch`` is an extra implementation (PyTorch's
-CPU kernels, or cuDNN on a GPU) when torch is importable.
+CPU kernels) when torch is importable, and ``torch-cuda`` (cuDNN / cuBLAS, TF32 off) beside
+the ``cuda`` rows when torch also sees a GPU.
 
 Every runner exposes ``run()`` (the timed call) and ``outputs()`` (named arrays,
 for validation against the float64 NumPy reference before anything is timed).
@@ -59,6 +60,19 @@ def torch_available() -> bool:
         return False
 
 
+def torch_cuda_available() -> bool:
+    try:
+        import torch
+        return bool(torch.cuda.is_available())
+    except Exception:
+        return False
+
+
+def impl_device(impl: Impl) -> str:
+    """``"cuda"`` for implementations that run on the GPU (timed with CUDA events)."""
+    return "cuda" if impl.backend in ("cuda", "torch-cuda") else "cpu"
+
+
 def implementations(family: str, backends=None, versions=None, with_torch=True) -> list[Impl]:
     """Implementations of ``family`` to compare, reference first.
 
@@ -71,7 +85,8 @@ def implementations(family: str, backends=None, versions=None, with_torch=True) 
     versions : list of int, optional
         only these version numbers (of non-reference backends).
     with_torch : bool
-        append a ``torch`` row when torch is importable.
+        append a ``torch`` row (CPU, beside numpy/numba rows) and a ``torch-cuda`` row (beside
+        cuda rows, when torch sees a GPU) when torch is importable.
     """
     op = forward_op(family)
     status = registry.backend_status()
@@ -81,7 +96,7 @@ def implementations(family: str, backends=None, versions=None, with_torch=True) 
                     if b != "cuda-emu" and status[b][0] and registry.versions(op, b)]
     out = []
     for b in backends:
-        if b == "torch":
+        if b in ("torch", "torch-cuda"):
             continue
         registry.check_backend(b)
         vs = registry.versions(op, b)
@@ -95,7 +110,12 @@ def implementations(family: str, backends=None, versions=None, with_torch=True) 
             vs = [v for v in vs if v in versions]
         out += [Impl(b, v) for v in vs]
     if with_torch and torch_available():
-        out.append(Impl("torch"))
+        # PyTorch beside the devices being compared: CPU kernels next to numpy/numba rows,
+        # cuDNN/cuBLAS next to cuda rows
+        if any(i.backend in ("numpy", "numba") for i in out):
+            out.append(Impl("torch"))
+        if any(i.backend == "cuda" for i in out) and torch_cuda_available():
+            out.append(Impl("torch-cuda"))
     return out
 
 
@@ -146,8 +166,8 @@ def make_runner(w: Workload, impl: Impl, dtype=None, seed: int = 0) -> Runner:
     dtype = np.dtype(w.dtype if dtype is None else dtype)
     inp = make_inputs(w, np.random.default_rng(seed), dtype)
     grads = gradient_seeds(w, dtype)
-    if impl.backend == "torch":
-        return _torch_runner(w, inp, grads)
+    if impl.backend in ("torch", "torch-cuda"):
+        return _torch_runner(w, inp, grads, "cuda" if impl.backend == "torch-cuda" else "cpu")
     if impl.backend == "cuda":        # inputs live on the device, like a user's
         import cupy
         inp = {k: cupy.asarray(v) for k, v in inp.items()}
@@ -224,7 +244,7 @@ def _recurrent_runner(w, impl, inp, grads):
 # ----------------------------------------------------------------------------
 # PyTorch, for comparison only (never a dependency)
 # ----------------------------------------------------------------------------
-def _torch_runner(w, inp, grads):
+def _torch_runner(w, inp, grads, device="cpu"):
     import torch
     import torch.nn.functional as F
 
@@ -235,8 +255,8 @@ def _torch_runner(w, inp, grads):
         torch.set_num_threads(numba.get_num_threads())   # same thread count as numba
     except Exception:
         pass
-    T = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in inp.items()}
-    G = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in grads.items()}
+    T = {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in inp.items()}
+    G = {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in grads.items()}
 
     if w.op in CONV_OPS:
         s = w.shape
@@ -267,7 +287,7 @@ def _torch_runner(w, inp, grads):
     cls = {"rnn_tanh": torch.nn.RNN, "rnn_relu": torch.nn.RNN, "lstm": torch.nn.LSTM,
            "gru": torch.nn.GRU}[w.op]
     kwargs = {"nonlinearity": w.op[4:]} if w.op.startswith("rnn_") else {}
-    mod = cls(s["I"], s["Hd"], dtype=T["x"].dtype, **kwargs)
+    mod = cls(s["I"], s["Hd"], dtype=T["x"].dtype, device=device, **kwargs)
     with torch.no_grad():
         for k in ("w_ih", "w_hh", "b_ih", "b_hh"):
             name = {"w_ih": "weight_ih_l0", "w_hh": "weight_hh_l0",
