@@ -35,6 +35,7 @@ import numpy as np
 from kernels import registry
 
 from . import runners, workloads
+from .asv_suite._common import forward_call
 from .timer import time_call
 
 REL_TOL = 1e-3
@@ -88,7 +89,8 @@ def _copy_bandwidth(budget_s: float) -> float:
 
 
 def _forward_only(w, impl, inp):
-    """A callable running only the forward op of ``w`` on ``impl`` (inputs on the GPU)."""
+    """A callable running only the forward op of ``w`` on ``impl`` (inputs on the GPU); the
+    seqgrid side is the asv suite's ``forward_call``, so both time the same call."""
     if impl.backend == "torch-cuda":
         import torch
         import torch.nn.functional as F
@@ -109,7 +111,7 @@ def _forward_only(w, impl, inp):
                 with torch.no_grad():
                     return fn(T["x"], kw["kernel_size"], kw["stride"], kw["padding"])
             return run
-        mod = _torch_rnn(w, T)
+        mod = runners.torch_recurrent_module(w, T)
         h0 = T["h0"][None]
         state = (h0, T["c0"][None]) if w.op == "lstm" else h0
 
@@ -118,32 +120,7 @@ def _forward_only(w, impl, inp):
                 return mod(T["x"], state)
         return run
 
-    import cupy
-    D = {k: cupy.asarray(v) for k, v in inp.items()}
-    fwd = registry.get(runners.forward_op(w.op), impl.backend, impl.version)
-    if w.op == "conv2d":
-        s = w.shape
-        return lambda: fwd(D["x"], D["weight"], D["bias"], s["stride"], s["padding"], s["dilation"])
-    if w.op in ("maxpool2d", "avgpool2d"):
-        kw = runners.pool_kwargs(w)
-        return lambda: fwd(D["x"], **kw)
-    if w.op == "lstm":
-        return lambda: fwd(D["x"], D["h0"], D["c0"], D["w_ih"], D["w_hh"], D["b_ih"], D["b_hh"])
-    return lambda: fwd(D["x"], D["h0"], D["w_ih"], D["w_hh"], D["b_ih"], D["b_hh"])
-
-
-def _torch_rnn(w, T):
-    import torch
-    s = w.shape
-    cls = {"rnn_tanh": torch.nn.RNN, "rnn_relu": torch.nn.RNN, "lstm": torch.nn.LSTM,
-           "gru": torch.nn.GRU}[w.op]
-    kwargs = {"nonlinearity": w.op[4:]} if w.op.startswith("rnn_") else {}
-    mod = cls(s["I"], s["Hd"], dtype=T["x"].dtype, device="cuda", **kwargs)
-    with torch.no_grad():
-        for k, name in (("w_ih", "weight_ih_l0"), ("w_hh", "weight_hh_l0"),
-                        ("b_ih", "bias_ih_l0"), ("b_hh", "bias_hh_l0")):
-            getattr(mod, name).copy_(T[k])
-    return mod
+    return forward_call(w, impl)
 
 
 def _measure(w, impls, budget_s, log) -> list[dict]:

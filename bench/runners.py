@@ -244,6 +244,22 @@ def _recurrent_runner(w, impl, inp, grads):
 # ----------------------------------------------------------------------------
 # PyTorch, for comparison only (never a dependency)
 # ----------------------------------------------------------------------------
+def torch_recurrent_module(w: Workload, T: dict):
+    """``torch.nn.{RNN,LSTM,GRU}`` for ``w`` on the device of the tensors ``T``, holding the
+    weights ``T["w_ih"]``, ``T["w_hh"]``, ``T["b_ih"]``, ``T["b_hh"]``."""
+    import torch
+    s = w.shape
+    cls = {"rnn_tanh": torch.nn.RNN, "rnn_relu": torch.nn.RNN, "lstm": torch.nn.LSTM,
+           "gru": torch.nn.GRU}[w.op]
+    kwargs = {"nonlinearity": w.op[4:]} if w.op.startswith("rnn_") else {}
+    mod = cls(s["I"], s["Hd"], dtype=T["x"].dtype, device=T["x"].device, **kwargs)
+    with torch.no_grad():
+        for k, name in (("w_ih", "weight_ih_l0"), ("w_hh", "weight_hh_l0"),
+                        ("b_ih", "bias_ih_l0"), ("b_hh", "bias_hh_l0")):
+            getattr(mod, name).copy_(T[k])
+    return mod
+
+
 def _torch_runner(w, inp, grads, device="cpu"):
     import torch
     import torch.nn.functional as F
@@ -283,16 +299,7 @@ def _torch_runner(w, inp, grads, device="cpu"):
             return {"out": out.detach(), "dx": x.grad}
         return Runner(step)
 
-    s = w.shape
-    cls = {"rnn_tanh": torch.nn.RNN, "rnn_relu": torch.nn.RNN, "lstm": torch.nn.LSTM,
-           "gru": torch.nn.GRU}[w.op]
-    kwargs = {"nonlinearity": w.op[4:]} if w.op.startswith("rnn_") else {}
-    mod = cls(s["I"], s["Hd"], dtype=T["x"].dtype, device=device, **kwargs)
-    with torch.no_grad():
-        for k in ("w_ih", "w_hh", "b_ih", "b_hh"):
-            name = {"w_ih": "weight_ih_l0", "w_hh": "weight_hh_l0",
-                    "b_ih": "bias_ih_l0", "b_hh": "bias_hh_l0"}[k]
-            getattr(mod, name).copy_(T[k])
+    mod = torch_recurrent_module(w, T)
     x = T["x"].requires_grad_()
     h0 = T["h0"][None].clone().requires_grad_()
     c0 = T["c0"][None].clone().requires_grad_() if w.op == "lstm" else None
