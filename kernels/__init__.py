@@ -1,8 +1,10 @@
 """seqgrid kernels: pure compute, no state, no autograd.
 
-Every op lives in one module (``conv2d.py``, ``pool2d.py``, ``linear.py``, ``activation.py``, ``loss.py``,
-``recurrent.py``) that reads top to bottom: a docstring listing its versions,
-the NumPy reference, the Numba versions, the registrations. Look kernels up
+Every op lives in one module (``conv2d.py``, ``pool2d.py``, ``linear.py``, ``activation.py``,
+``loss.py``, ``batchnorm.py``, ``embedding.py``, ``recurrent.py``; the recurrent CUDA versions in
+``recurrent_cuda.py`` and the persistent kernel in ``recurrent_persistent.py``) that reads top
+to bottom: a docstring listing its versions, the NumPy reference, the Numba versions, the CUDA
+launchers (CUDA C in ``kernels/cuda/<op>.cu``), the registrations. Look kernels up
 through :mod:`kernels.registry`::
 
     from kernels import registry

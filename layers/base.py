@@ -263,11 +263,11 @@ def _mover(backend: str):
 
         def to_device(a):
             try:
-                return cupy.ascontiguousarray(cupy.asarray(a))
+                return cupy.asarray(a, order="C")   # keeps 0-d buffers 0-d
             except MemoryError as exc:
                 raise registry.DeviceOutOfMemoryError("Module.to('cuda')", exc) from exc
         return to_device
-    return lambda a: np.ascontiguousarray(_to_host(a))
+    return lambda a: np.asarray(_to_host(a), order="C")
 
 
 def _to_host(a):
