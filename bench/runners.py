@@ -162,10 +162,14 @@ def gradient_seeds(w: Workload, dtype, seed: int = 1) -> dict:
 
 
 def make_runner(w: Workload, impl: Impl, dtype=None, seed: int = 0) -> Runner:
-    """Build the training step of ``w`` on ``impl`` with inputs from ``make_inputs``."""
+    """Build the training step of ``w`` on ``impl`` with inputs from ``make_inputs`` (drawn in
+    ``w.dtype``, then converted to ``dtype``)."""
     dtype = np.dtype(w.dtype if dtype is None else dtype)
-    inp = make_inputs(w, np.random.default_rng(seed), dtype)
-    grads = gradient_seeds(w, dtype)
+    # drawn in the workload's dtype, then converted: a float64 runner of a float32 workload
+    # sees exactly the float32 run's numbers (a reference for it)
+    inp = {k: v.astype(dtype) for k, v in
+           make_inputs(w, np.random.default_rng(seed), w.dtype).items()}
+    grads = {k: v.astype(dtype) for k, v in gradient_seeds(w, w.dtype).items()}
     if impl.backend in ("torch", "torch-cuda"):
         return _torch_runner(w, inp, grads, "cuda" if impl.backend == "torch-cuda" else "cpu")
     if impl.backend == "cuda":        # inputs live on the device, like a user's

@@ -132,6 +132,8 @@ def _check_lengths(lengths, T, N):
     """None -> None; else an int64 (N,) array with 1 <= lengths <= T (errors name `lengths`)."""
     if lengths is None:
         return None
+    if type(lengths).__module__.startswith("cupy"):
+        lengths = lengths.get()          # a host copy: lengths steer host-side loops
     arr = np.asarray(lengths)
     if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer)
                                  or (np.issubdtype(arr.dtype, np.floating)
@@ -159,41 +161,43 @@ def _check_bptt(bptt_steps):
     return int(bptt_steps)
 
 
-def _opt_array(name, a, shape, dtype):
+def _opt_array(name, a, shape, dtype, xp=None):
     if a is None:
         return None
-    a = check_float_array(name, a, len(shape), dtype=dtype)
+    a = check_float_array(name, a, len(shape), dtype=dtype, xp=xp)
     check_shape(name, a, shape)
     return a
 
 
-def _check_weights(cell, x, w_ih, w_hh, b_ih, b_hh):
+def _check_weights(cell, x, w_ih, w_hh, b_ih, b_hh, xp=None):
     G = GATES[cell]
-    w_hh = check_float_array("w_hh", w_hh, 2, dtype=x.dtype)
+    w_hh = check_float_array("w_hh", w_hh, 2, dtype=x.dtype, xp=xp)
     GHd, Hd = w_hh.shape
     if Hd < 1 or GHd != G * Hd:
         raise ValueError(f"w_hh: expected shape ({G}*Hd, Hd) for cell {cell!r} "
                          f"(gates stacked on axis 0), got {tuple(w_hh.shape)}")
-    w_ih = check_float_array("w_ih", w_ih, 2, dtype=x.dtype)
+    w_ih = check_float_array("w_ih", w_ih, 2, dtype=x.dtype, xp=xp)
     check_shape("w_ih", w_ih, (G * Hd, x.shape[-1]))
-    b_ih = _opt_array("b_ih", b_ih, (G * Hd,), x.dtype)
-    b_hh = _opt_array("b_hh", b_hh, (G * Hd,), x.dtype)
+    b_ih = _opt_array("b_ih", b_ih, (G * Hd,), x.dtype, xp)
+    b_hh = _opt_array("b_hh", b_hh, (G * Hd,), x.dtype, xp)
     return w_ih, w_hh, b_ih, b_hh, G, Hd
 
 
-def _check_x(x):
-    x = check_float_array("x", x, 3)
+def _check_x(x, xp=None):
+    x = check_float_array("x", x, 3, xp=xp)
     if x.shape[0] < 1 or x.shape[1] < 1:
         raise ValueError(f"x: expected shape (T, N, I) with T >= 1 and N >= 1, got {x.shape}")
     return x
 
 
-def _check_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths):
-    x = _check_x(x)
+def _check_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, xp=None):
+    """Validate a sequence forward's arguments; ``xp`` (default NumPy) is the array module the
+    arrays must belong to (CuPy for the "cuda" launchers). ``lengths`` is always host data."""
+    x = _check_x(x, xp)
     T, N, _ = x.shape
-    w_ih, w_hh, b_ih, b_hh, G, Hd = _check_weights(cell, x, w_ih, w_hh, b_ih, b_hh)
-    h0 = _opt_array("h0", h0, (N, Hd), x.dtype)
-    c0 = _opt_array("c0", c0, (N, Hd), x.dtype)
+    w_ih, w_hh, b_ih, b_hh, G, Hd = _check_weights(cell, x, w_ih, w_hh, b_ih, b_hh, xp)
+    h0 = _opt_array("h0", h0, (N, Hd), x.dtype, xp)
+    c0 = _opt_array("c0", c0, (N, Hd), x.dtype, xp)
     lengths = _check_lengths(lengths, T, N)
     return x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, T, N, G, Hd
 
@@ -203,27 +207,32 @@ _CACHE_KEYS = {"rnn_tanh": ("hprev", "gates"), "rnn_relu": ("hprev", "gates"),
 
 
 def _check_backward(cell, dw_ih, dw_hh, db_ih, db_hh, dy, dh_n, dc_n, x, w_ih, w_hh, cache,
-                    lengths, bptt_steps):
-    x = _check_x(x)
+                    lengths, bptt_steps, xp=None):
+    """Validate a sequence backward's arguments; ``xp`` as in :func:`_check_forward`."""
+    x = _check_x(x, xp)
     T, N, _ = x.shape
-    w_ih, w_hh, _, _, G, Hd = _check_weights(cell, x, w_ih, w_hh, None, None)
+    w_ih, w_hh, _, _, G, Hd = _check_weights(cell, x, w_ih, w_hh, None, None, xp)
     if not isinstance(cache, dict) or any(k not in cache for k in _CACHE_KEYS[cell]):
         raise ValueError(f"cache: expected the dict returned by {cell}_sequence_forward with keys "
                          f"{_CACHE_KEYS[cell]}")
     cshape = {"hprev": (T, N, Hd), "gates": (T, N, (G if cell in ("lstm", "gru") else 1) * Hd),
               "cprev": (T, N, Hd), "tanh_c": (T, N, Hd), "hn": (T, N, Hd)}
-    cache = {k: _opt_array(f"cache[{k!r}]", cache[k], cshape[k], x.dtype)
+    cache = {k: _opt_array(f"cache[{k!r}]", cache[k], cshape[k], x.dtype, xp)
              for k in _CACHE_KEYS[cell]}
-    dy = _opt_array("dy", dy, (T, N, Hd), x.dtype)
-    dh_n = _opt_array("dh_n", dh_n, (N, Hd), x.dtype)
-    dc_n = _opt_array("dc_n", dc_n, (N, Hd), x.dtype)
+    dy = _opt_array("dy", dy, (T, N, Hd), x.dtype, xp)
+    dh_n = _opt_array("dh_n", dh_n, (N, Hd), x.dtype, xp)
+    dc_n = _opt_array("dc_n", dc_n, (N, Hd), x.dtype, xp)
+    xpm = np if xp is None else xp
     for name, g, shape in (("dw_ih", dw_ih, w_ih.shape), ("dw_hh", dw_hh, w_hh.shape),
                            ("db_ih", db_ih, (G * Hd,)), ("db_hh", db_hh, (G * Hd,))):
         if g is not None:
-            if not isinstance(g, np.ndarray) or not g.flags.c_contiguous:
-                raise TypeError(f"{name}: expected a C-contiguous NumPy array (accumulated in "
+            if xp is not None and not isinstance(g, xpm.ndarray):
+                check_float_array(name, g, xp=xp)     # names a host/device mix-up
+            if not isinstance(g, xpm.ndarray) or not g.flags.c_contiguous:
+                kind = "NumPy" if xpm is np else xpm.__name__
+                raise TypeError(f"{name}: expected a C-contiguous {kind} array (accumulated in "
                                 "place) or None")
-            check_float_array(name, g, len(shape), dtype=x.dtype)
+            check_float_array(name, g, len(shape), dtype=x.dtype, xp=xp)
             check_shape(name, g, shape)
     lengths = _check_lengths(lengths, T, N)
     return (x, w_ih, w_hh, cache, dy, dh_n, dc_n, lengths, _check_bptt(bptt_steps), T, N, G, Hd)

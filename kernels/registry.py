@@ -41,6 +41,7 @@ KERNEL_MODULES: tuple[str, ...] = (
     "kernels.activation",
     "kernels.loss",
     "kernels.recurrent",
+    "kernels.recurrent_cuda",
     "kernels.batchnorm",
     "kernels.embedding",
     "kernels.recurrent_persistent",

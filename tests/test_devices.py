@@ -171,3 +171,28 @@ def test_cuda_out_of_memory_becomes_a_clear_error():
     bad = registry.Kernel("conv2d_forward", "cuda", 9, lambda: 1 / 0, "test")
     with pytest.raises(ZeroDivisionError):
         bad()
+
+
+@pytest.mark.parametrize("cls", ["RNN", "LSTM", "GRU"])
+def test_recurrent_layer_to_gpu_backend_matches_cpu(backend, cls):
+    import layers as L
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((4, 3, 5)).astype(np.float32)
+    dy = rng.standard_normal((4, 3, 2 * 6)).astype(np.float32)
+    lengths = np.array([4, 2, 3])
+
+    def run(layer, xs, dys):
+        layer.zero_grad()
+        out, _ = layer(xs, lengths=lengths)
+        dx = layer.backward(dys)
+        return host(out), host(dx), {k: host(p.grad) for k, p in layer.named_parameters()}
+
+    def make():
+        return getattr(L, cls)(5, 6, num_layers=2, bidirectional=True, seed=0, backend="numba")
+
+    ref = run(make(), x, dy)
+    got = run(make().to(backend), dev(backend, x), dev(backend, dy))
+    assert_close("out", got[0], ref[0])
+    assert_close("dx", got[1], ref[1])
+    for k in ref[2]:
+        assert_close(f"grad {k}", got[2][k], ref[2][k])

@@ -32,6 +32,9 @@ class _OpBench:
             self._fwd = C.synchronized(C.forward_call(self.w, self.impl), self.impl)
             self._step()                # warm: JIT (cache load), first-touch, BLAS threads
             self._fwd()
+        except ValueError as exc:       # a version refusing a shape (e.g. persistent N > 8)
+            self._threads.restore()
+            raise NotImplementedError(f"{impl} does not take {workload}: {exc}") from exc
         except Exception:
             self._threads.restore()
             raise
