@@ -261,6 +261,28 @@ __global__ void rnn_bwd_pointwise(T* dh, T* dc, T* direct, T* dgx, T* dgh,
     }
 }
 
+// v2's epilogues call the unit bodies through these out-of-line copies: inlined into the
+// unrolled RNN_RN loop of every <T, G> instantiation they made NVRTC take ~80 s for this file
+// (3.6 s out of line); v1's one-unit-per-thread kernels keep the inlined bodies.
+template <typename T>
+__device__ __noinline__ void rnn_fwd_unit_call(int cell, int t, int n, int u, int N, int Hd,
+                                               bool valid, const T* __restrict__ xg, T p0, T p1,
+                                               T p2, T p3, const T* hin, T* hout, T* c, T* y,
+                                               T* hprev, T* gates, T* cprev, T* aux) {
+    rnn_fwd_unit(cell, t, n, u, N, Hd, valid, xg, p0, p1, p2, p3, hin, hout, c, y, hprev, gates,
+                 cprev, aux);
+}
+
+template <typename T>
+__device__ __noinline__ void rnn_bwd_unit_call(int cell, int t, int n, int u, int N, int Hd,
+                                               bool valid, bool cut, T dh, T* dc, T* direct,
+                                               T* dgx, T* dgh, const T* dy, int has_dy,
+                                               const T* hprev, const T* gates, const T* cprev,
+                                               const T* aux) {
+    rnn_bwd_unit(cell, t, n, u, N, Hd, valid, cut, dh, dc, direct, dgx, dgh, dy, has_dy, hprev,
+                 gates, cprev, aux);
+}
+
 // ---------------------------------------------------------------------------------------------
 // v2: one launch per step, tiled GEMM fused with the elementwise part.
 // grid (ceil(Hd / 32), ceil(N / 32)), block (32, 8).
@@ -321,8 +343,8 @@ rnn_fwd_fused(T* hout, T* c, T* y, T* hprev, T* gates, T* cprev, T* aux,
         if (n >= N) break;
 #pragma unroll
         for (int g = 0; g < G; ++g) p[g] = acc[r][g] + (has_bhh ? b_hh[g * Hd + u] : T(0));
-        rnn_fwd_unit(cell, t, n, u, N, Hd, t < lengths[n], xg, p[0], p[1], p[2], p[3], hin,
-                     hout, c, y, hprev, gates, cprev, aux);
+        rnn_fwd_unit_call(cell, t, n, u, N, Hd, t < lengths[n], xg, p[0], p[1], p[2], p[3], hin,
+                          hout, c, y, hprev, gates, cprev, aux);
     }
 }
 
@@ -380,9 +402,9 @@ rnn_bwd_fused(T* dh, T* dc, T* direct, T* dgx, T* dgh, const T* __restrict__ w_h
         if (t >= 0) {
             const long long len = lengths[n];
             const bool valid = t < len;
-            rnn_bwd_unit(cell, t, n, u, N, Hd, valid,
-                         valid && rnn_bptt_cut(t, len, reverse, bptt), d, dc, direct, dgx, dgh,
-                         dy, has_dy, hprev, gates, cprev, aux);
+            rnn_bwd_unit_call(cell, t, n, u, N, Hd, valid,
+                              valid && rnn_bptt_cut(t, len, reverse, bptt), d, dc, direct, dgx,
+                              dgh, dy, has_dy, hprev, gates, cprev, aux);
         }
     }
 }
