@@ -202,11 +202,30 @@ def _batches(value: str) -> list[int]:
     return out
 
 
+_TORCH_BACKENDS = ("torch", "torch-cuda")
+
+
+def _torch_impl(backend: str, version: str | None) -> runners.Impl:
+    """PyTorch as the swept implementation (CPU, or cuDNN/cuBLAS with ``torch-cuda``)."""
+    if version is not None:
+        raise ValueError(f"version: {backend!r} has no kernel versions, got {version!r}")
+    if not runners.torch_available():
+        raise registry.BackendUnavailableError(
+            f"backend: {backend!r} needs PyTorch, which is not importable here")
+    if backend == "torch-cuda" and not runners.torch_cuda_available():
+        raise registry.BackendUnavailableError(
+            "backend: 'torch-cuda' needs a CUDA build of PyTorch and a visible GPU")
+    return runners.Impl(backend)
+
+
 def _impl(family: str, backend: str, version: str | None) -> runners.Impl:
     """Validate backend (and version) names for ``family``; errors list the valid names."""
+    if backend in _TORCH_BACKENDS:
+        return _torch_impl(backend, version)
     if backend not in registry.BACKENDS:
         raise registry.KernelNotFoundError(
-            f"backend: unknown backend {backend!r}; expected one of {list(registry.BACKENDS)}")
+            f"backend: unknown backend {backend!r}; expected one of "
+            f"{list(registry.BACKENDS) + list(_TORCH_BACKENDS)}")
     op = runners.forward_op(family)
     registry.check_backend(backend)
     vs = registry.versions(op, backend)
@@ -228,7 +247,7 @@ def _impl(family: str, backend: str, version: str | None) -> runners.Impl:
 
 
 def _peaks(backend: str):
-    if backend == "cuda":
+    if backend in ("cuda", "torch-cuda"):
         return roofline.gpu_peaks()[0]
     return roofline.cpu_peaks()
 
@@ -327,6 +346,10 @@ def cmd_gap(args) -> int:
                                scale_batch=False)
         cnn = gapm.pick_family(ws, "cnn", args.cnn)
         rnn = gapm.pick_family(ws, "rnn", args.rnn)
+        if args.backend in _TORCH_BACKENDS:
+            raise ValueError(f"backend: 'gap' times seqgrid's kernels, expected one of "
+                             f"{list(registry.BACKENDS)}; for PyTorch's r_inf and n_1/2 use "
+                             f"'seqgrid sweep OP --backend {args.backend}'")
         impl_c = _impl(cnn.op, args.backend, None)
         impl_r = _impl(rnn.op, args.backend, None)
         conv1d, _ = gapm.conv1d_pair(rnn, args.k)
@@ -467,7 +490,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("op", metavar="OP", choices=list(runners.FAMILIES),
                    help=f"one of {', '.join(runners.FAMILIES)}")
     q.add_argument("--batches", default=batches, help=f"comma-separated N (default {batches})")
-    q.add_argument("--backend", default="numba", help=f"one of {', '.join(registry.BACKENDS)}")
+    q.add_argument("--backend", default="numba",
+                   help=f"one of {', '.join(registry.BACKENDS + _TORCH_BACKENDS)} (torch: "
+                        f"PyTorch's own kernels, for comparing r_inf and n_1/2)")
     q.add_argument("--version", help="kernel version, e.g. 2 (default: the backend's default)")
     q.add_argument("--workload", default="quick",
                    help=f"workload set the shape comes from: {', '.join(workloads.set_names())}")

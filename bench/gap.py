@@ -241,7 +241,7 @@ def make_timer(impl: runners.Impl, budget_s: float = 0.2, validate: bool = True)
                                      f"tensor max {bad.scale:.3g})")
             checked.add(w.family)
         t = time_call(r.run, budget_s=budget_s, min_repeats=3,
-                      device="cuda" if impl.backend == "cuda" else "cpu")
+                      device=runners.impl_device(impl))
         return t.median
 
     return timer

@@ -41,7 +41,11 @@ and N <= 8 (``MAX_N``: one register accumulator per sentence). Largest Hd that f
     gru                1569          1410           1584           1584
     lstm               1320          1204           1320           1320
 
-Beyond that (or N > 8) v3 raises ValueError naming the limit; use version 1 or 2 instead.
+Beyond that (or N > 8) v3 raises ValueError naming the limit (a benchmark row labelled v3 is
+always the persistent kernel). Version 4 is the same kernel with the fallback: it runs v3 where
+:func:`persistent_fits` says the direction fits and version 1 (cuBLAS GEMM per step plus the
+fused gate kernel, the fastest non-persistent version on an H200) beyond it. Both directions
+decide separately; the cache format is shared, so a v1 forward cache feeds a v3 backward.
 
 Grid barrier: ``seqgrid_grid_sync()`` from the loader's prelude (an atomic arrival counter and
 a generation word, see :data:`kernels.cuda.loader.NVRTC_GRID_SYNC_PRELUDE`); the loader compiles
@@ -355,3 +359,71 @@ def _register(cell):
 
 for _cell in rec.CELLS:
     _register(_cell)
+
+
+# =============================================================================================
+# version 4: persistent where it fits, version 1 beyond (checked per call and per direction)
+# =============================================================================================
+_FALLBACK_VERSION = 1
+_DOC_FALLBACK = ("persistent (v3) where persistent_fits says it fits, else v1 (cuBLAS per step "
+                 "+ fused gates): N<=8 and Hd within the shared-memory fit run persistent")
+
+
+def _chosen_version(backend, cell, N, Hd, dtype, direction):
+    ok, _ = persistent_fits(cell, N, Hd, dtype, backend, direction)
+    return 3 if ok else _FALLBACK_VERSION
+
+
+def _dispatch(backend, cell, direction, x, w_hh, call):
+    """``call(version)`` with version 3 where ``direction`` fits, else the fallback."""
+    version = _FALLBACK_VERSION
+    # a malformed x / w_hh goes to the fallback, whose checks name the bad argument
+    if (getattr(x, "ndim", 0) == 3 and getattr(w_hh, "ndim", 0) == 2
+            and np.dtype(x.dtype) in (np.float32, np.float64)):
+        version = _chosen_version(backend, cell, x.shape[1], w_hh.shape[1], x.dtype, direction)
+    return call(version)
+
+
+def _register_fallback(cell):
+    from .registry import get
+    fwd_op, bwd_op = f"{cell}_sequence_forward", f"{cell}_sequence_backward"
+    if cell == "lstm":
+        @register_cuda(fwd_op, 4, doc=_DOC_FALLBACK)
+        def _make_fwd(backend):
+            def fwd(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=None, reverse=False):
+                return _dispatch(backend, cell, "forward", x, w_hh, lambda v: get(
+                    fwd_op, backend, v)(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=lengths,
+                                        reverse=reverse))
+            return fwd
+
+        @register_cuda(bwd_op, 4, doc=_DOC_FALLBACK)
+        def _make_bwd(backend):
+            def bwd(dw_ih, dw_hh, db_ih, db_hh, dy, dh_n, dc_n, x, w_ih, w_hh, cache,
+                    lengths=None, reverse=False, bptt_steps=None):
+                return _dispatch(backend, cell, "backward", x, w_hh, lambda v: get(
+                    bwd_op, backend, v)(dw_ih, dw_hh, db_ih, db_hh, dy, dh_n, dc_n, x, w_ih,
+                                        w_hh, cache, lengths=lengths, reverse=reverse,
+                                        bptt_steps=bptt_steps))
+            return bwd
+    else:
+        @register_cuda(fwd_op, 4, doc=_DOC_FALLBACK)
+        def _make_fwd(backend):
+            def fwd(x, h0, w_ih, w_hh, b_ih, b_hh, lengths=None, reverse=False):
+                return _dispatch(backend, cell, "forward", x, w_hh, lambda v: get(
+                    fwd_op, backend, v)(x, h0, w_ih, w_hh, b_ih, b_hh, lengths=lengths,
+                                        reverse=reverse))
+            return fwd
+
+        @register_cuda(bwd_op, 4, doc=_DOC_FALLBACK)
+        def _make_bwd(backend):
+            def bwd(dw_ih, dw_hh, db_ih, db_hh, dy, dh_n, x, w_ih, w_hh, cache, lengths=None,
+                    reverse=False, bptt_steps=None):
+                return _dispatch(backend, cell, "backward", x, w_hh, lambda v: get(
+                    bwd_op, backend, v)(dw_ih, dw_hh, db_ih, db_hh, dy, dh_n, x, w_ih, w_hh,
+                                        cache, lengths=lengths, reverse=reverse,
+                                        bptt_steps=bptt_steps))
+            return bwd
+
+
+for _cell in rec.CELLS:
+    _register_fallback(_cell)

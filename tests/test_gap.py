@@ -174,6 +174,17 @@ def test_sweep_table(capsys):
         assert col in out
 
 
+def test_sweep_on_torch_reports_its_fit(capsys):
+    """PyTorch's own r_inf / n_1/2 on the same sweep (the issue's n_1/2 comparison)."""
+    pytest.importorskip("torch")
+    code, out, _ = run_cli(capsys, "sweep", "rnn_tanh", "--backend", "torch", "--workload",
+                           "quick", "--batches", "1,2,4", "--budget", "0.01", "--json")
+    assert code == 0
+    d = json.loads(out)
+    assert d["impl"] == "torch" and [r["N"] for r in d["rows"]] == [1, 2, 4]
+    assert d["fit"] is not None and all(r["gflops"] > 0 for r in d["rows"])
+
+
 def test_sweep_ctrl_c_keeps_measured_rows(capsys, monkeypatch):
     calls = {"n": 0}
 
@@ -235,6 +246,8 @@ def test_gap_table(capsys):
     (["gap", "--backend", "tpu"], "expected one of"),
     (["gap", "--workload", "quick", "--rnn", "nope"], "quick-lstm"),
     (["sweep", "lstm", "--batches", "0,x"], "--batches"),
+    (["sweep", "lstm", "--backend", "torch", "--version", "2"], "'torch' has no kernel versions"),
+    (["gap", "--workload", "quick", "--backend", "torch"], "for PyTorch's r_inf"),
 ])
 def test_bad_input_lists_valid_names(capsys, argv, needle):
     code, out, _ = run_cli(capsys, *argv)

@@ -324,3 +324,48 @@ def test_small_hidden_several_warps_per_column(backend, cell):
     got = _run_backward(backend, cell, 3, [g.copy() for g in g0], dy, dh_n, dc_n, p,
                         ref_out[-1], None, True, 3)
     _compare_backward(backend, cell, got, ref, np.float64)
+
+
+# ---------------------------------------------------------------------------------------------
+# version 4: persistent where it fits, version 1 beyond
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("N,fits", [(3, True), (9, False)])
+def test_fallback_version_picks_v3_or_v1_and_matches_reference(backend, cell, N, fits,
+                                                               monkeypatch):
+    T, I, Hd = 4, 5, 8
+    p = _problem(cell, T, N, I, Hd, np.float64, seed=5)
+    lengths = np.array([4, 2, 3, 1, 4, 4, 2, 3, 1][:N])
+    chosen = []
+    real = rp._chosen_version
+    monkeypatch.setattr(rp, "_chosen_version",
+                        lambda *a: chosen.append(real(*a)) or chosen[-1])
+    ref_out = registry.get(f"{cell}_sequence_forward", "numpy", 1)(
+        *_fwd_args(cell, p), lengths=lengths)
+    out = registry.get(f"{cell}_sequence_forward", backend, 4)(
+        *_fwd_args(cell, _lift(backend, p)), lengths=lengths)
+    _compare_forward(backend, cell, out, ref_out)
+    dy, dh_n, dc_n = _bwd_case(cell, T, N, Hd, np.float64, 5)
+    g0 = _grads(p, 5)
+    ref = _run_backward("numpy", cell, 1, [g.copy() for g in g0], dy, dh_n, dc_n, p,
+                        ref_out[-1], lengths, False, None)
+    got = _run_backward(backend, cell, 4, [g.copy() for g in g0], dy, dh_n, dc_n, p,
+                        {k: host(backend, v) for k, v in out[-1].items()}, lengths, False, None)
+    _compare_backward(backend, cell, got, ref, np.float64)
+    assert chosen == ([3, 3] if fits else [1, 1])
+
+
+def test_fallback_version_beyond_the_hidden_size_limit():
+    Hd = rp.max_hidden("rnn_tanh", 1, np.float64, "cuda-emu", "forward") + 1
+    assert rp._chosen_version("cuda-emu", "rnn_tanh", 1, Hd, np.float64, "forward") == 1
+    assert rp._chosen_version("cuda-emu", "rnn_tanh", 1, Hd - 1, np.float64, "forward") == 3
+
+
+def test_fallback_version_passes_bad_arguments_to_checks_that_name_them():
+    p = _problem("gru", 3, 2, 4, 8, np.float32)
+    with pytest.raises(ValueError, match="w_hh"):
+        registry.get("gru_sequence_forward", "cuda-emu", 4)(
+            *_fwd_args("gru", dict(p, w_hh=p["w_hh"][0])))
+    with pytest.raises(ValueError, match="lengths"):
+        registry.get("gru_sequence_forward", "cuda-emu", 4)(*_fwd_args("gru", p),
+                                                              lengths=[4, 1])
