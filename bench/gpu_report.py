@@ -159,22 +159,23 @@ def _row_text(row: dict) -> str:
     return f"{row['workload']:<34} {row['impl']:<11} {row.get('skipped') or row.get('error')}"
 
 
-def _impls(op: str) -> list:
-    vs = registry.versions(op, "cuda")
+def _impls(op: str, only=None) -> list:
+    """The ``cuda`` versions of ``op`` (those in ``only`` when given) and ``torch-cuda``."""
+    vs = [v for v in registry.versions(op, "cuda") if only is None or v in only]
     return [runners.Impl("cuda", v) for v in vs] + [runners.Impl("torch-cuda")]
 
 
-def conv_section(budget_s, log, quick=False):
+def conv_section(budget_s, log, quick=False, only=None):
     ws = workloads.get_set("deepbench-train", ops="conv2d")
     if quick:
         ws = ws[::4]
     rows = []
     for w in ws:
-        rows += _measure(w, _impls("conv2d_forward"), budget_s, log)
+        rows += _measure(w, _impls("conv2d_forward", only), budget_s, log)
     return rows
 
 
-def pool_section(budget_s, log, quick=False):
+def pool_section(budget_s, log, quick=False, only=None):
     rows = []
     n = 16 if quick else 64
     for op in ("maxpool2d", "avgpool2d"):
@@ -182,11 +183,11 @@ def pool_section(budget_s, log, quick=False):
             w = workloads.Workload(name=f"{op}-{k}x{k}s{s}-n{n}-c64-112", op=op,
                                    shape={"N": n, "C": 64, "H": 112, "W": 112, "kernel": (k, k),
                                           "stride": (s, s), "padding": (0, 0)})
-            rows += _measure(w, _impls(f"{op}_forward"), budget_s, log)
+            rows += _measure(w, _impls(f"{op}_forward", only), budget_s, log)
     return rows
 
 
-def rnn_section(budget_s, log, quick=False):
+def rnn_section(budget_s, log, quick=False, only=None):
     rows = []
     batches = (1, 8, 64) if quick else (1, 4, 8, 16, 64)
     db = {"rnn_relu": "db-vanilla-h1760-t50-n64", "lstm": "db-lstm-h1024-t25-n64",
@@ -199,7 +200,7 @@ def rnn_section(budget_s, log, quick=False):
         if not quick:
             shapes.append(train[db[cell]])
         for w in shapes:
-            rows += _measure(w, _impls(f"{cell}_sequence_forward"), budget_s, log)
+            rows += _measure(w, _impls(f"{cell}_sequence_forward", only), budget_s, log)
     return rows
 
 
@@ -226,13 +227,30 @@ def summarize(rows: list[dict], copy_gbs: float) -> list[dict]:
     return out
 
 
+def _parse_versions(p, specs) -> dict[str, set[int]]:
+    only = {}
+    for spec in specs:
+        name, _, vs = spec.partition("=")
+        try:
+            only[name.strip()] = {int(v.strip().lstrip("v")) for v in vs.split(",")}
+        except ValueError:
+            p.error(f"--versions: expected SECTION=V,V (e.g. conv=2,3), got {spec!r}")
+        if name.strip() not in ("conv", "pool", "rnn"):
+            p.error(f"--versions: unknown section {name!r}; expected conv, pool or rnn")
+    return only
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.gpu_report", description=__doc__.split("\n")[0])
     p.add_argument("--out", help="write the JSON report here")
     p.add_argument("--sections", default="conv,pool,rnn", help="comma-separated: conv,pool,rnn")
     p.add_argument("--budget", type=float, default=0.15, help="seconds of timing per row")
     p.add_argument("--quick", action="store_true", help="fewer shapes (a smoke run)")
+    p.add_argument("--versions", action="append", default=[], metavar="SECTION=V,V",
+                   help="time only these cuda versions in SECTION, e.g. conv=2,3 (repeatable; "
+                        "default: every version)")
     args = p.parse_args(argv)
+    only = _parse_versions(p, args.versions)
     ok, why = registry.backend_status()["cuda"]
     if not ok:
         print(f"bench.gpu_report: the cuda backend is unavailable: {why}", file=sys.stderr)
@@ -259,7 +277,7 @@ def main(argv=None) -> int:
         if name not in sections:
             p.error(f"--sections: unknown section {name!r}; expected some of {list(sections)}")
         log(f"== {name}")
-        rows += sections[name](args.budget, log, args.quick)
+        rows += sections[name](args.budget, log, args.quick, only.get(name))
     report["rows"] = rows
     report["summary"] = summarize(rows, report["copy_gbs"])
     report["seconds"] = time.time() - t0

@@ -1,0 +1,27 @@
+"""bench.gpu_report's parts that need no GPU: version filters and the ratio summary."""
+import argparse
+
+import pytest
+
+from bench import gpu_report
+
+
+def test_version_filter_per_section():
+    p = argparse.ArgumentParser()
+    assert gpu_report._parse_versions(p, ["conv=2,v3", "rnn=1"]) == {"conv": {2, 3}, "rnn": {1}}
+    labels = [i.label for i in gpu_report._impls("conv2d_forward", {2})]
+    assert labels == ["cuda/v2", "torch-cuda"]
+    assert [i.label for i in gpu_report._impls("conv2d_forward")][0] == "cuda/v1"
+    for bad in (["conv=x"], ["gpu=1"]):
+        with pytest.raises(SystemExit):
+            gpu_report._parse_versions(p, bad)
+
+
+def test_summary_ratios_and_pool_bandwidth():
+    rows = [dict(workload="w", op="maxpool2d", impl="cuda/v2", forward_ms=1.0, train_ms=4.0,
+                 bytes=2e9, ok=True),
+            dict(workload="w", op="maxpool2d", impl="torch-cuda", forward_ms=2.0, train_ms=2.0,
+                 bytes=2e9, ok=True)]
+    (s,) = gpu_report.summarize(rows, copy_gbs=4000.0)
+    assert s["forward_vs_torch"] == 2.0 and s["train_vs_torch"] == 0.5
+    assert s["forward_gbs"] == pytest.approx(2000.0) and s["forward_pct_copy"] == pytest.approx(50)
