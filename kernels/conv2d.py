@@ -39,7 +39,19 @@ cuda v2   shared-memory tiled implicit GEMM (the im2col matrix is gathered tile 
           (C, NHW) = W^T @ dout gathered, one GEMM per stride phase over its valid taps
           only; backward-weight (K, CRS) += dout (K, NPQ) @ col^T, NPQ split over blocks
           into a workspace summed in a fixed order (deterministic). The cuda default.
-          dbias on cuda (both versions): one block per k, shared-memory reduction.
+cuda v3   forward: the same implicit GEMM with the classic SGEMM structure: a 128x128 tile
+          per 256-thread block (8x8 outputs per thread), 8-deep reduction stages
+          double-buffered in shared memory (stage t+1's global loads in flight in registers
+          while stage t is computed), weights stored transposed so both operands are read as
+          float4s, bias in the epilogue, float4 stores. Smaller tiles when 128x128 would not
+          fit the GEMM (:func:`_cu_forward_gemm_plan`): 32x128 (4x4 per thread) for K <= 32;
+          64x64 (4x4) for K <= 64 or fewer 128x128 tiles than the 132 SMs of an H100/H200.
+          The im2col gather computes each thread's column (n,p,q) once and reads the
+          stage's (c,r,s) rows from a small per-stage table in shared memory (no division
+          in the loop); 1x1 stride-1 unpadded convolutions (P*Q % 4 == 0, x 16-byte
+          aligned) load 4 contiguous columns as one vector. 32-bit offsets: tensors near
+          2^31 elements go to v2's forward (:func:`_cu3_fits_int`). Backward: v2's kernels.
+          dbias on cuda (every version): one block per k, shared-memory reduction.
 
 Helpers used by every version: :func:`conv2d_output_shape` and :func:`check_conv2d`.
 """
@@ -608,6 +620,114 @@ def conv2d_backward_weight_numba_v3(dweight, dbias, dout, x, stride=1, padding=0
 
 
 # ----------------------------------------------------------------------------
+# Numba v4: im2col + ONE BLAS GEMM per chunk of images
+# ----------------------------------------------------------------------------
+# Images go in chunks of B (the chunk's col buffer at most _V4_COL_BYTES, so it is still in the
+# last-level cache when the GEMM reads it). Per chunk, with col_c (CRS, B*PQ) the chunk's
+# patches side by side:
+#     forward     out_c (K, B*PQ)  = W @ col_c                then scattered to out[n] (+ bias)
+#     bwd-data    dcol_c (CRS, B*PQ) = W^T @ dout_c          (dout[n] gathered side by side)
+#     bwd-weight  dW (K, CRS)     += dout_c @ col_c^T
+# Gathers and scatters run in parallel over the chunk's images (prange); each GEMM is one BLAS
+# call on all BLAS threads, B*PQ columns wide instead of v3's PQ (169 on 13x13 maps, which
+# single-threaded BLAS runs well below its peak).
+_V4_COL_BYTES = 8 << 20
+
+
+def _chunk_images(g: ConvGeometry, itemsize: int) -> int:
+    per_image = g.C * g.R * g.S * g.P * g.Q * itemsize
+    return max(1, min(g.N, _V4_COL_BYTES // per_image))
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def _im2col_chunk(x, n0, col, R, S, P, Q, sh, sw, ph, pw, dh, dw):
+    PQ = P * Q
+    for b in prange(col.shape[1] // PQ):
+        _im2col_image(x[n0 + b], col[:, b * PQ:(b + 1) * PQ], R, S, P, Q, sh, sw, ph, pw, dh,
+                      dw)
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def _col2im_chunk(dcol, dx, n0, R, S, P, Q, sh, sw, ph, pw, dh, dw):
+    PQ = P * Q
+    for b in prange(dcol.shape[1] // PQ):
+        _col2im_image(dcol[:, b * PQ:(b + 1) * PQ], dx[n0 + b], R, S, P, Q, sh, sw, ph, pw, dh,
+                      dw)
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def _chunk_to_images(chunk, out3, n0, b):
+    """out3[n0 + j, k, :] = chunk[k, j*PQ:(j+1)*PQ] + b[k]."""
+    K, PQ = out3.shape[1], out3.shape[2]
+    for jk in prange(chunk.shape[1] // PQ * K):
+        j, k = jk // K, jk % K
+        src, dst, bk = chunk[k, j * PQ:(j + 1) * PQ], out3[n0 + j, k], b[k]
+        for i in range(PQ):
+            dst[i] = src[i] + bk
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def _images_to_chunk(dout3, n0, chunk):
+    """chunk[k, j*PQ:(j+1)*PQ] = dout3[n0 + j, k, :]."""
+    K, PQ = dout3.shape[1], dout3.shape[2]
+    for jk in prange(chunk.shape[1] // PQ * K):
+        j, k = jk // K, jk % K
+        chunk[k, j * PQ:(j + 1) * PQ] = dout3[n0 + j, k]
+
+
+def _chunks(g: ConvGeometry, itemsize: int):
+    B = _chunk_images(g, itemsize)
+    return [(n0, min(B, g.N - n0)) for n0 in range(0, g.N, B)]
+
+
+def conv2d_forward_numba_v4(x, weight, bias, stride=1, padding=0, dilation=1):
+    """Chunks of images: parallel im2col, one all-thread BLAS GEMM per chunk."""
+    x, weight, bias, _, g = check_conv2d(x, weight, bias, stride, padding, dilation)
+    wm, PQ = weight.reshape(g.K, -1), g.P * g.Q
+    b = _bias_or_zeros(bias, g.K, x.dtype)
+    out = np.empty((g.N, g.K, PQ), x.dtype)
+    for n0, nb in _chunks(g, x.itemsize):
+        col = np.empty((wm.shape[1], nb * PQ), x.dtype)
+        _im2col_chunk(x, n0, col, *_gemm_geometry(g))
+        _chunk_to_images(wm @ col, out, n0, b)
+    return out.reshape(g.N, g.K, g.P, g.Q)
+
+
+def conv2d_backward_data_numba_v4(dout, weight, x_shape, stride=1, padding=0, dilation=1):
+    """Chunks of images: dout gathered side by side, one BLAS GEMM, parallel col2im."""
+    _, weight, _, dout, g = check_conv2d(None, weight, None, stride, padding, dilation,
+                                         dout=dout, x_shape=x_shape)
+    wmT, PQ = weight.reshape(g.K, -1).T, g.P * g.Q
+    dout3 = dout.reshape(g.N, g.K, PQ)
+    dx = np.empty((g.N, g.C, g.H, g.W), weight.dtype)
+    for n0, nb in _chunks(g, weight.itemsize):
+        dc = np.empty((g.K, nb * PQ), weight.dtype)
+        _images_to_chunk(dout3, n0, dc)
+        _col2im_chunk(wmT @ dc, dx, n0, *_gemm_geometry(g))
+    return dx
+
+
+def conv2d_backward_weight_numba_v4(dweight, dbias, dout, x, stride=1, padding=0, dilation=1):
+    """Chunks of images: parallel im2col, one BLAS GEMM per chunk; accumulates."""
+    x, _, _, dout, g = check_conv2d(x, None, None, stride, padding, dilation,
+                                    dout=dout, dweight=dweight, dbias=dbias)
+    PQ, CRS = g.P * g.Q, g.C * g.R * g.S
+    dout3 = dout.reshape(g.N, g.K, PQ)
+    dwm = np.zeros((g.K, CRS), x.dtype)
+    tmp = np.empty((g.K, CRS), x.dtype)
+    for n0, nb in _chunks(g, x.itemsize):
+        col = np.empty((CRS, nb * PQ), x.dtype)
+        dc = np.empty((g.K, nb * PQ), x.dtype)
+        _im2col_chunk(x, n0, col, *_gemm_geometry(g))
+        _images_to_chunk(dout3, n0, dc)
+        np.dot(dc, col.T, out=tmp)
+        dwm += tmp
+    dweight += dwm.reshape(dweight.shape)
+    if dbias is not None:
+        _accumulate(dbias, _backward_bias, dout)
+
+
+# ----------------------------------------------------------------------------
 # CUDA launchers (kernels/cuda/conv2d.cu): registered on "cuda" (CuPy arrays) and "cuda-emu"
 # (NumPy arrays, CPU emulator). Same validation as the CPU versions (check_conv2d with the
 # backend's array module); outputs allocated in the backend's memory.
@@ -616,13 +736,30 @@ def conv2d_backward_weight_numba_v3(dweight, dbias, dout, x, stride=1, padding=0
 #   v2 tiled:  implicit GEMM, 64x64 output tile, 16-deep steps in shared memory, 4x4 per
 #              thread; bwd-data per stride phase (valid taps only); bwd-weight split over
 #              N*P*Q into a workspace summed in a fixed order (deterministic).
-# dbias (both versions): one block per k, shared-memory reduction.
+#   v3 gemm:   forward only (backward = v2's kernels): register-blocked implicit GEMM with
+#              double-buffered 8-deep stages, tile config by _cu_forward_gemm_plan.
+# dbias (every version): one block per k, shared-memory reduction.
 # ----------------------------------------------------------------------------
 _CU_FILE = "conv2d.cu"
 _CU_KERNELS = ("conv2d_fwd_direct", "conv2d_bwd_data_direct", "conv2d_bwd_weight_direct",
                "conv2d_bwd_bias", "conv2d_fwd_tiled", "conv2d_bwd_data_tiled",
                "conv2d_bwd_weight_tiled", "conv2d_add_splits")
-_CU_TEMPLATES = tuple(f"{k}<{t}>" for k in _CU_KERNELS for t in ("float", "double"))
+# v3 forward tile configurations (BM, BN, TM, TN) of conv2d_fwd_gemm: see _cu_forward_gemm_plan
+_CU3_LARGE = (128, 128, 8, 8)
+_CU3_MEDIUM = (64, 64, 4, 4)
+_CU3_SMALL_K = (32, 128, 4, 4)
+_CU3_CONFIGS = (_CU3_LARGE, _CU3_MEDIUM, _CU3_SMALL_K)
+_CU3_THREADS = 256            # CONV3_THREADS
+_CU3_SMS = 132                # SMs of an H100 / H200 SXM: fewer 128x128 tiles -> 64x64 tiles
+_CU3_INDEX_MAX = 2**31 - 1 - 1024   # v3 indexes with int: see _cu3_fits_int
+
+
+def _cu3_name(t: str, cfg) -> str:
+    return f"conv2d_fwd_gemm<{t}, {', '.join(map(str, cfg))}>"
+
+
+_CU_TEMPLATES = (tuple(f"{k}<{t}>" for k in _CU_KERNELS for t in ("float", "double"))
+                 + tuple(_cu3_name(t, c) for t in ("float", "double") for c in _CU3_CONFIGS))
 _CU_MAX_BLOCKS = 65535        # grid-stride loops cover the rest
 _CU_TILE = 64                 # CONV_BM == CONV_BN in conv2d.cu
 _CU_STEP = 16                 # CONV_BK
@@ -634,8 +771,9 @@ _I32_MAX = 2**31 - 1
 
 
 def _cu_kernel(backend, name, dtype):
+    """``name<T>`` (T from dtype), or ``name`` itself when it is a full template name."""
     mod = load_module(_CU_FILE, backend, name_expressions=_CU_TEMPLATES)
-    return mod.get_function(f"{name}<{ctype(dtype)}>")
+    return mod.get_function(name if "<" in name else f"{name}<{ctype(dtype)}>")
 
 
 def _cu_dims(g: ConvGeometry):
@@ -766,6 +904,66 @@ def _cu_backward_weight_tiled(backend, dw_acc, dout, x, g):
         (dw_acc, part, np.int32(splits), np.int64(total)))
 
 
+# ---- v3 forward: register-blocked implicit GEMM ----
+def _cu_address(a) -> int:
+    """Device (CuPy) or host (NumPy) address of an array's first element."""
+    return a.data.ptr if hasattr(a.data, "ptr") else a.ctypes.data
+
+
+class _Cu3Plan(NamedTuple):
+    """How v3 runs a forward: tile config (BM, BN, TM, TN), the 1x1 vector-load path, 4-vector
+    stores of the output, grid (x, y)."""
+    config: tuple
+    vec: bool
+    out_vec: bool
+    grid: tuple
+
+
+def _cu_forward_gemm_plan(g: ConvGeometry, x=None, out=None) -> _Cu3Plan:
+    """Tile rule of v3 forward (GEMM rows K, columns N*P*Q):
+
+    * K <= 32: 32x128 tiles (4x4 per thread): a 64- or 128-row tile would be mostly padding;
+    * K <= 64, or fewer 128x128 tiles than SMs (_CU3_SMS = 132, H100/H200): 64x64 tiles (4x4)
+      -- enough blocks to fill the GPU;
+    * otherwise 128x128 tiles (8x8 per thread).
+
+    The 1x1 vector path (``vec``) needs R = S = 1, stride 1, no padding, P*Q % 4 == 0 and x
+    16-byte aligned; ``out_vec`` needs P*Q % 4 == 0 and out 16-byte aligned (``x``/``out`` None:
+    assumed aligned)."""
+    npq = g.N * g.P * g.Q
+    tiles_large = -(-g.K // 128) * -(-npq // 128)
+    if g.K <= 32:
+        cfg = _CU3_SMALL_K
+    elif g.K <= 64 or tiles_large < _CU3_SMS:
+        cfg = _CU3_MEDIUM
+    else:
+        cfg = _CU3_LARGE
+    pq4 = (g.P * g.Q) % 4 == 0
+    vec = (pq4 and g.R == 1 and g.S == 1 and g.sh == 1 and g.sw == 1 and g.ph == 0
+           and g.pw == 0 and (x is None or _cu_address(x) % 16 == 0))
+    out_vec = pq4 and (out is None or _cu_address(out) % 16 == 0)
+    return _Cu3Plan(cfg, vec, out_vec, (-(-npq // cfg[1]), -(-g.K // cfg[0])))
+
+
+def _cu3_fits_int(g: ConvGeometry, x, weight, out) -> bool:
+    """Whether every offset v3 forms fits an int: those into weight and out stay below their
+    sizes (+ a tile); an input column's base n*C*H*W + h0*W + w0, with h0 in [-ph, H+ph) and
+    w0 in [-pw, W+pw), and a row's c*H*W + r*dh*W + s*dw stay below x.size + 2*((ph+1)*W + pw)."""
+    big = max(x.size + 2 * ((g.ph + 1) * g.W + g.pw), weight.size, out.size)
+    return big <= _CU3_INDEX_MAX
+
+
+def _cu_forward_gemm(backend, out, x, weight, bias, g):
+    if not _cu3_fits_int(g, x, weight, out):
+        return _cu_forward_tiled(backend, out, x, weight, bias, g)   # 64-bit offsets
+    plan = _cu_forward_gemm_plan(g, x, out)
+    _cu_check_grid(f"forward v3 (K / {plan.config[0]})", plan.grid[1])
+    b, has_b = _cu_bias_args(bias, weight)
+    fn = _cu_kernel(backend, _cu3_name(ctype(x.dtype), plan.config), x.dtype)
+    fn(plan.grid, (_CU3_THREADS,), (out, x, weight, b, has_b, np.int32(plan.vec),
+                                    np.int32(plan.out_vec), np.int32(g.N)) + _cu_dims(g))
+
+
 def _make_cuda_conv2d(version, fwd, bwd_data, bwd_weight):
     """The three op callables of CUDA version ``version`` for ``backend``."""
     def make_forward(backend):
@@ -808,11 +1006,15 @@ _DOC_CU1 = ("direct: one thread per output (fwd) / input (bwd-data, gather, no a
             "element; bwd-weight one block per (k,c,r,s) + shared-memory reduction")
 _DOC_CU2 = ("shared-memory tiled implicit GEMM, 64x64 tile, 16-deep steps, 4x4 per thread; "
             "bwd-data per stride phase, bwd-weight split-K (deterministic)")
+_DOC_CU3 = ("forward: register-blocked implicit GEMM, 128x128 / 64x64 / 32x128 tiles, 8x8 or 4x4 "
+            "per thread, double-buffered 8-deep stages, 1x1 vector loads; backward: v2's kernels")
 for _v, _default, _doc, _kernels in (
         (1, False, _DOC_CU1, (_cu_forward_direct, _cu_backward_data_direct,
                               _cu_backward_weight_direct)),
-        (2, True, _DOC_CU2, (_cu_forward_tiled, _cu_backward_data_tiled,
-                             _cu_backward_weight_tiled))):
+        (2, False, _DOC_CU2, (_cu_forward_tiled, _cu_backward_data_tiled,
+                             _cu_backward_weight_tiled)),
+        (3, True, _DOC_CU3, (_cu_forward_gemm, _cu_backward_data_tiled,
+                              _cu_backward_weight_tiled))):
     for _op, _factory in zip(("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight"),
                              _make_cuda_conv2d(_v, *_kernels)):
         register_cuda(_op, _v, default=_default, doc=_doc)(_factory)
@@ -827,6 +1029,7 @@ _DOC_NUMPY = "reference: einsum over sliding windows of the padded input, per fi
 _DOC_V1 = "direct loops, parallel over N*K (bwd-data N*C, bwd-weight K*C)"
 _DOC_V2 = "im2col + BLAS GEMM one image at a time, BLAS threads the GEMM"
 _DOC_V3 = "images in parallel (prange), each im2col + 1-thread BLAS GEMM"
+_DOC_V4 = "chunks of images: parallel im2col, one all-thread BLAS GEMM per chunk"
 
 _register("conv2d_forward", "numpy", 1, default=True, doc=_DOC_NUMPY)(conv2d_forward_numpy)
 _register("conv2d_backward_data", "numpy", 1, default=True, doc=_DOC_NUMPY)(
@@ -847,3 +1050,7 @@ _register("conv2d_backward_data", "numba", 3, default=True, doc=_DOC_V3)(
     conv2d_backward_data_numba_v3)
 _register("conv2d_backward_weight", "numba", 3, default=True, doc=_DOC_V3)(
     conv2d_backward_weight_numba_v3)
+
+_register("conv2d_forward", "numba", 4, doc=_DOC_V4)(conv2d_forward_numba_v4)
+_register("conv2d_backward_data", "numba", 4, doc=_DOC_V4)(conv2d_backward_data_numba_v4)
+_register("conv2d_backward_weight", "numba", 4, doc=_DOC_V4)(conv2d_backward_weight_numba_v4)

@@ -65,7 +65,9 @@ from __future__ import annotations
 import numpy as np
 
 from . import recurrent as rec
+from . import recurrent_cuda  # noqa: F401  (v1, the fallback; registered first, default after)
 from .cuda.common import ctype, device_xp, register_cuda
+from .registry import set_default
 from .cuda.loader import load_module
 
 MAX_N = 8                      # RP_MAXN in recurrent_persistent.cu
@@ -427,3 +429,7 @@ def _register_fallback(cell):
 
 for _cell in rec.CELLS:
     _register_fallback(_cell)
+    # the default on a real GPU (H200: 1.4-3.7x v1 at N <= 8, v1 itself beyond); cuda-emu keeps
+    # v1, whose emulation needs no OS thread per block
+    for _d in ("forward", "backward"):
+        set_default(f"{_cell}_sequence_{_d}", "cuda", 4)

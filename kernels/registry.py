@@ -140,6 +140,14 @@ def register(op: str, backend: str, version: int, *, default: bool = False, doc:
     return wrap
 
 
+def set_default(op: str, backend: str, version: int) -> None:
+    """Make the registered ``version`` of ``op`` the default on ``backend`` alone (e.g. a
+    ``cuda`` default that ``cuda-emu`` does not share)."""
+    if (op, backend, version) not in _KERNELS:
+        raise KeyError(f"{op}[{backend}/v{version}] is not registered")
+    _DEFAULTS[(op, backend)] = version
+
+
 def load_all() -> None:
     """Import every kernel module so that its registrations exist."""
     global _loaded

@@ -5,6 +5,11 @@ sizes, N=1, C=1, stride phases without taps, K/C/C*R*S/N*P*Q spanning several 64
 split-K) and random ones (hypothesis), both dtypes, accumulation semantics, NaN propagation,
 identical argument errors, non-contiguous arrays and the wrong-array-module error.
 
+v3 is a new forward only (its backward ops are v2's kernels: checked identical to v2, not
+again against the reference). Its three tile configurations (128x128, 64x64, 32x128), the 1x1
+vector-load path, the unaligned-input and the 32-bit-index fallbacks have their own cases; the
+128x128 tile is forced on small shapes by lowering the SM count of the tile rule.
+
 Also run under ``SEQGRID_EMU_REVERSE=1`` (blocks and threads in reverse order) and
 ``SEQGRID_EMU_ASAN=1`` (with ``kernels.cuda.emu.asan_env()``) to catch order dependence and
 out-of-bounds accesses."""
@@ -20,7 +25,8 @@ from util import assert_close
 BACKENDS = ["cuda-emu", "cuda"]
 DTYPES = [np.float32, np.float64]
 OPS = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight")
-VERSIONS = [1, 2]
+VERSIONS = [1, 2, 3]
+FORWARD_ONLY = {3}          # versions whose backward ops are an earlier version's kernels
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -60,6 +66,12 @@ def reference(x, w, b, dout, **hp):
     return fwd(x, w, b, **hp), bwd_data(dout, w, x.shape, **hp), dw, db
 
 
+def reference_forward(x, w, b, **hp):
+    """The NumPy reference forward in float64."""
+    return kernels_of("numpy", 1)[0](x.astype(np.float64), w.astype(np.float64),
+                                     None if b is None else b.astype(np.float64), **hp)
+
+
 def tolerances(dtype, terms):
     """vs the float64 reference of the same (rounded) numbers in [-1, 1]: the error of a sum
     of ``terms`` products grows with ``terms`` (float32 kernels accumulate in float)."""
@@ -72,8 +84,10 @@ def _data(shape, dtype, rng):
     return rng.uniform(-1, 1, shape).astype(dtype)
 
 
-def check_all(backend, version, x_shape, w_shape, hp, dtype, seed=0, has_bias=True):
-    """Every op of ``version`` against the reference; parameter grads accumulate, twice."""
+def check_all(backend, version, x_shape, w_shape, hp, dtype, seed=0, has_bias=True,
+              backward=True):
+    """Every op of ``version`` against the reference; parameter grads accumulate, twice.
+    ``backward=False``: the forward only."""
     rng = np.random.default_rng(seed)
     N, C, H, W = x_shape
     K, _, R, S = w_shape
@@ -81,13 +95,16 @@ def check_all(backend, version, x_shape, w_shape, hp, dtype, seed=0, has_bias=Tr
     x, w, dout = _data(x_shape, dtype, rng), _data(w_shape, dtype, rng), _data((N, K, P, Q),
                                                                               dtype, rng)
     b = _data(K, dtype, rng) if has_bias else None
-    out_r, dx_r, dw_r, db_r = reference(x, w, b, dout, **hp)
     tag = f"[{backend} v{version} {np.dtype(dtype)} x{x_shape} w{w_shape} {hp}]"
     fwd, bwd_data, bwd_weight = kernels_of(backend, version)
 
     out = fwd(dev(backend, x), dev(backend, w), dev(backend, b), **hp)
     assert out.dtype == dtype and out.shape == (N, K, P, Q), tag
-    assert_close(f"out {tag}", host(backend, out), out_r, **tolerances(dtype, C * R * S + 1))
+    assert_close(f"out {tag}", host(backend, out), reference_forward(x, w, b, **hp),
+                 **tolerances(dtype, C * R * S + 1))
+    if not backward:
+        return
+    _, dx_r, dw_r, db_r = reference(x, w, b, dout, **hp)
 
     dx = bwd_data(dev(backend, dout), dev(backend, w), x_shape, **hp)
     assert dx.dtype == dtype and dx.shape == x_shape, tag
@@ -129,7 +146,8 @@ CASES = [  # id, x shape, w shape, hyper-parameters
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("x_shape,w_shape,hp", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_matches_reference(backend, version, x_shape, w_shape, hp, dtype):
-    check_all(backend, version, x_shape, w_shape, hp, dtype, seed=len(CASES))
+    check_all(backend, version, x_shape, w_shape, hp, dtype, seed=len(CASES),
+              backward=version not in FORWARD_ONLY)
 
 
 @st.composite
@@ -151,7 +169,8 @@ def conv_cases(draw):
 @given(case=conv_cases())
 def test_random_geometry(backend, version, dtype, case):
     x_shape, w_shape, hp, has_bias, seed = case
-    check_all(backend, version, x_shape, w_shape, hp, dtype, seed, has_bias)
+    check_all(backend, version, x_shape, w_shape, hp, dtype, seed, has_bias,
+              backward=version not in FORWARD_ONLY)
 
 
 def test_split_k_paths_are_covered():
@@ -165,13 +184,141 @@ def test_split_k_paths_are_covered():
 
 
 # ----------------------------------------------------------------------------
+# v3 forward: tile configurations, the 1x1 vector path, fallbacks
+# ----------------------------------------------------------------------------
+LARGE, MEDIUM, SMALL_K = conv_mod._CU3_LARGE, conv_mod._CU3_MEDIUM, conv_mod._CU3_SMALL_K
+
+V3_CASES = [  # id, x shape, w shape, hyper-parameters, tile config, 1x1 vector path, force 128x128
+    ("large K=130 stride dilation", (2, 3, 9, 11), (130, 3, 3, 2),
+     dict(stride=2, dilation=(2, 1), padding=(1, 0)), LARGE, False, True),
+    ("large 1x1 vector", (2, 20, 4, 6), (72, 20, 1, 1), {}, LARGE, True, True),
+    ("medium 1x1 vector", (2, 12, 4, 6), (40, 12, 1, 1), {}, MEDIUM, True, False),
+    ("medium K=64 odd PQ", (1, 5, 7, 9), (64, 5, 3, 3), dict(padding=1), MEDIUM, False, False),
+    ("medium 1x1 stride 2", (2, 9, 8, 8), (66, 9, 1, 1), dict(stride=2), MEDIUM, False, False),
+    ("small-K NPQ spans tiles", (2, 3, 12, 12), (32, 3, 3, 3), dict(padding=1), SMALL_K, False,
+     False),
+    ("small-K 1x1 vector C=10", (3, 10, 4, 4), (8, 10, 1, 1), {}, SMALL_K, True, False),
+    ("small-K 1x1 C=1 odd PQ", (2, 1, 5, 5), (3, 1, 1, 1), {}, SMALL_K, False, False),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("x_shape,w_shape,hp,config,vec,force_large",
+                         [c[1:] for c in V3_CASES], ids=[c[0] for c in V3_CASES])
+def test_v3_forward_configs(backend, monkeypatch, x_shape, w_shape, hp, config, vec,
+                            force_large, dtype):
+    if force_large:
+        monkeypatch.setattr(conv_mod, "_CU3_SMS", 1)
+    plan = conv_mod._cu_forward_gemm_plan(conv_mod.conv_geometry(x_shape, w_shape, **hp))
+    assert (plan.config, plan.vec) == (config, vec)
+    # float64 without bias: both epilogue branches
+    check_all(backend, 3, x_shape, w_shape, hp, dtype, seed=11,
+              has_bias=dtype == np.float32, backward=False)
+
+
+def test_v3_large_tiles_by_the_rule(backend):
+    """128x128 tiles without forcing: 133 column tiles (the last 4 wide) for K = 70 < 128 and
+    C*R*S = 18 (2 full stages + 2 rows)."""
+    x_shape, w_shape, hp = (1, 2, 130, 130), (70, 2, 3, 3), dict(padding=1)
+    plan = conv_mod._cu_forward_gemm_plan(conv_mod.conv_geometry(x_shape, w_shape, **hp))
+    assert plan.config == LARGE and plan.grid == (133, 1) and plan.out_vec and not plan.vec
+    check_all(backend, 3, x_shape, w_shape, hp, np.float32, seed=12, backward=False)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(case=conv_cases())
+def test_random_geometry_v3_large_tiles(backend, dtype, case):
+    """K = 65, 67 on 128x128 tiles (the rule gives them 64x64 tiles at these sizes)."""
+    x_shape, w_shape, hp, has_bias, seed = case
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(conv_mod, "_CU3_SMS", 1)
+        check_all(backend, 3, x_shape, w_shape, hp, dtype, seed, has_bias, backward=False)
+
+
+def test_v3_tile_rule():
+    """The rule on the H200 benchmark shapes, and its grids."""
+    shapes = [  # x, w, hp, config, vec
+        ((16, 64, 112, 112), (128, 64, 3, 3), dict(padding=1), LARGE, False),
+        ((16, 256, 28, 28), (512, 256, 3, 3), dict(padding=1), LARGE, False),
+        ((16, 512, 28, 28), (128, 512, 1, 1), {}, MEDIUM, True),
+        ((4, 1, 161, 700), (32, 1, 5, 20), dict(stride=2), SMALL_K, False),
+        ((16, 1, 48, 480), (16, 1, 3, 3), dict(padding=1), SMALL_K, False),
+        ((16, 512, 7, 7), (512, 512, 3, 3), dict(padding=1), MEDIUM, False),   # 28 large tiles
+        ((8, 64, 56, 56), (64, 64, 3, 3), dict(padding=1), MEDIUM, False),     # K <= 64
+    ]
+    for x_shape, w_shape, hp, config, vec in shapes:
+        g = conv_mod.conv_geometry(x_shape, w_shape, **hp)
+        plan = conv_mod._cu_forward_gemm_plan(g)
+        assert (plan.config, plan.vec, plan.out_vec) == (config, vec, g.P * g.Q % 4 == 0), x_shape
+        assert plan.grid == (-(-g.N * g.P * g.Q // config[1]), -(-g.K // config[0]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_v3_unaligned_x_takes_the_gather_path(backend, dtype):
+    """A contiguous x that is not 16-byte aligned: the 1x1 vector path must not be used."""
+    rng = np.random.default_rng(12)
+    x_shape, w_shape = (2, 12, 4, 6), (40, 12, 1, 1)
+    x, w, b = _data(x_shape, dtype, rng), _data(w_shape, dtype, rng), _data(40, dtype, rng)
+    xp = np
+    if backend == "cuda":
+        import cupy as xp
+    buf = xp.empty(x.size + 4, dtype)
+    off = next(k for k in range(1, 4) if conv_mod._cu_address(buf[k:]) % 16)
+    xu = buf[off:off + x.size].reshape(x_shape)
+    xu[...] = dev(backend, x)
+    assert xu.flags.c_contiguous
+    g = conv_mod.conv_geometry(x_shape, w_shape)
+    assert conv_mod._cu_forward_gemm_plan(g, dev(backend, x)).vec
+    assert not conv_mod._cu_forward_gemm_plan(g, xu).vec
+    out = registry.get("conv2d_forward", backend, 3)(xu, dev(backend, w), dev(backend, b))
+    assert_close("out", host(backend, out), reference_forward(x, w, b),
+                 **tolerances(dtype, 13))
+
+
+def test_v3_falls_back_to_v2_past_int32_indices(backend, monkeypatch):
+    """v3 indexes with int: a tensor larger than _CU3_INDEX_MAX goes to the v2 kernel."""
+    calls = []
+    tiled = conv_mod._cu_forward_tiled
+    monkeypatch.setattr(conv_mod, "_cu_forward_tiled", lambda *a: calls.append(1) or tiled(*a))
+    rng = np.random.default_rng(13)
+    x, w = _data((2, 3, 6, 5), np.float32, rng), _data((4, 3, 3, 2), np.float32, rng)
+    fwd = registry.get("conv2d_forward", backend, 3)
+    fwd(dev(backend, x), dev(backend, w), None, padding=1)
+    assert not calls
+    monkeypatch.setattr(conv_mod, "_CU3_INDEX_MAX", x.size - 1)
+    out = fwd(dev(backend, x), dev(backend, w), None, padding=1)
+    assert calls == [1]
+    assert_close("out", host(backend, out), reference_forward(x, w, None, padding=1),
+                 **tolerances(np.float32, 19))
+
+
+def test_v3_backward_is_v2(backend):
+    """v3's backward ops run v2's kernels: bit-identical results."""
+    for case in ("NPQ spans tiles, split-K", "odd mixed"):
+        _, x_shape, w_shape, hp = next(c for c in CASES if c[0] == case)
+        rng = np.random.default_rng(14)
+        _, _, P, Q = conv2d_output_shape(x_shape, w_shape, **hp)
+        x, w = _data(x_shape, np.float32, rng), _data(w_shape, np.float32, rng)
+        dout = _data((x_shape[0], w_shape[0], P, Q), np.float32, rng)
+        res = []
+        for v in (2, 3):
+            _, bwd_data, bwd_weight = kernels_of(backend, v)
+            dw, db = dev(backend, np.zeros_like(w)), dev(backend, np.zeros(w_shape[0], np.float32))
+            bwd_weight(dw, db, dev(backend, dout), dev(backend, x), **hp)
+            dx = bwd_data(dev(backend, dout), dev(backend, w), x_shape, **hp)
+            res.append([host(backend, a) for a in (dx, dw, db)])
+        for a, b in zip(*res):
+            assert np.array_equal(a, b), case
+
+
+# ----------------------------------------------------------------------------
 # registrations, semantics, errors
 # ----------------------------------------------------------------------------
 def test_every_op_registered_on_both_gpu_backends():
     for op in OPS:
         for b in BACKENDS:
             assert registry.versions(op, b) == VERSIONS, (op, b)
-            assert registry.default_version(op, b) == 2, (op, b)
+            assert registry.default_version(op, b) == 3, (op, b)   # forward 0.4-0.96x cuDNN
 
 
 def test_cuda_without_gpu_says_why():

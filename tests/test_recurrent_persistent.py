@@ -256,12 +256,14 @@ def test_persistent_fits_and_documented_limits():
         rp.persistent_fits("gru", 1, 8, direction="sideways")
 
 
-def test_registered_as_version_3_not_default():
+def test_registered_as_version_3_and_4_with_4_the_gpu_default():
     for cell in CELLS:
         for d in ("forward", "backward"):
             op = f"{cell}_sequence_{d}"
             for be in ("cuda", "cuda-emu"):
-                assert 3 in registry.versions(op, be), (op, be)
+                assert {3, 4} <= set(registry.versions(op, be)), (op, be)
+            assert registry.default_version(op, "cuda") == 4
+            assert registry.default_version(op, "cuda-emu") == 1
 
 
 def test_argument_errors_name_the_argument():

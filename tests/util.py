@@ -21,7 +21,8 @@ def assert_close(name, got, ref, atol=None, rtol=None):
     bound = atol + rtol * np.abs(ref.astype(np.float64))
     bad = ~(err <= bound)  # NaN-aware: NaN counts as bad unless both are NaN
     both_nan = np.isnan(got) & np.isnan(ref)
-    bad &= ~both_nan
+    same_inf = np.isinf(got) & (got == ref)      # inf - inf is NaN, but equal infinities agree
+    bad &= ~(both_nan | same_inf)
     if bad.any():
         i = np.unravel_index(np.argmax(np.where(bad, err, -1)), err.shape)
         raise AssertionError(

@@ -19,9 +19,22 @@
 //   bwd-wt    dW  (K, C*R*S) += dout (K, N*P*Q) @ col^T (N*P*Q, C*R*S); the N*P*Q reduction is
 //             split over blockIdx.z into a workspace summed in a fixed order afterwards
 //             (deterministic), or accumulated straight into dW with one split.
+// v3 forward: register-blocked implicit GEMM (classic SGEMM structure), same GEMM as v2 forward;
+//             a BM x BN output tile per block of 256 threads, TM x TN per thread (rows
+//             g*4*TY + ty*4 + {0..3}, columns g*4*TX + tx*4 + {0..3}), 8-deep reduction stages
+//             double-buffered in shared memory (the global loads of stage t+1 are in flight in
+//             registers while stage t is computed; one barrier per stage), A stored transposed
+//             so both operands are read as 4-vectors, bias in the epilogue, 4-vector stores.
+//             Tiles: <128,128,8,8>, <64,64,4,4>, <32,128,4,4> (chosen by the launcher). The
+//             im2col gather computes each thread's column (n,p,q) -> input offset, h0, w0 once
+//             and reads the stage's reduction rows (c,r,s) from a per-stage table in shared
+//             memory (no division in the loop); 1x1 / stride 1 / unpadded convolutions with
+//             P*Q % 4 == 0 and an aligned x load 4 contiguous columns as one 16-byte vector.
+//             Backward: v2's kernels.
 // Parameter gradients accumulate (+=) into the caller's arrays; dx and out are overwritten.
 // Accumulation is in T (float for float32). Element offsets are 64-bit (a tensor may exceed
-// 2^31 elements); per-tensor dimensions and C*R*S, K*R*S must fit an int.
+// 2^31 elements; v3 forward: 32-bit, the launcher uses v2 for such tensors); per-tensor
+// dimensions and C*R*S, K*R*S must fit an int.
 //
 // Self-contained CUDA C (no #include).
 //
@@ -41,6 +54,12 @@
 // seqgrid: instantiate conv2d_bwd_weight_tiled<double>
 // seqgrid: instantiate conv2d_add_splits<float>
 // seqgrid: instantiate conv2d_add_splits<double>
+// seqgrid: instantiate conv2d_fwd_gemm<float, 128, 128, 8, 8>
+// seqgrid: instantiate conv2d_fwd_gemm<float, 64, 64, 4, 4>
+// seqgrid: instantiate conv2d_fwd_gemm<float, 32, 128, 4, 4>
+// seqgrid: instantiate conv2d_fwd_gemm<double, 128, 128, 8, 8>
+// seqgrid: instantiate conv2d_fwd_gemm<double, 64, 64, 4, 4>
+// seqgrid: instantiate conv2d_fwd_gemm<double, 32, 128, 4, 4>
 
 // N batch, C in-ch, K out-ch, H W in, P Q out, R S filter, sh sw stride, ph pw pad, dh dw dilation
 
@@ -489,5 +508,304 @@ __global__ void conv2d_add_splits(T* __restrict__ dst, const T* __restrict__ par
         T acc = 0;
         for (int z = 0; z < splits; ++z) acc += part[(long long)z * total + i];
         dst[i] += acc;
+    }
+}
+
+// =============================================================================================
+// v3 forward: register-blocked implicit GEMM with shared-memory double buffering (the classic
+// SGEMM structure). out (K, N*P*Q) = W (K, C*R*S) @ col (C*R*S, N*P*Q); GEMM rows m = k,
+// columns j = (n, p, q), reduction kg = (c, r, s). One block of CONV3_THREADS computes a BM x BN
+// tile of out, TM x TN per thread, in CONV3_BK-deep stages:
+//   stage t: the global loads of stage t+1 go to registers (A: A_LOADS weights; B: B_RPT
+//            gathered col elements, or one 4-vector on the 1x1 path), the BK outer products of
+//            stage t run from shared buffer t%2, the registers are stored to buffer (t+1)%2,
+//            then ONE barrier (buffer (t+1)%2 was last read in stage t-1, before the previous
+//            barrier).
+//   As [2][BK][BM+4]: A transposed (k-major) so a thread reads its TM rows as 4-vectors; the +4
+//            pad keeps rows 16-byte aligned and makes the transposing stores conflict-free.
+//   Bs [2][BK][BN]:   B as is; a thread reads its TN columns as 4-vectors.
+//   Thread (ty, tx) owns rows g*4*TY + ty*4 + {0..3} (g < TM/4) and columns g*4*TX + tx*4 +
+//            {0..3} (g < TN/4); a warp is 8 tx by 4 ty, so its B reads are 8 distinct
+//            consecutive 4-vectors (conflict-free) and its A reads 4 broadcasts.
+//   A loads: thread tid reads step column tid % BK of rows tid / BK + i * (THREADS / BK).
+//   B gather (vec == 0): thread tid owns column tid % BN, whose (n, p, q) -> input offset,
+//            h0, w0 it computes once, and the B_RPT consecutive reduction rows
+//            (tid / BN) * B_RPT + i. The (c, r, s) of a stage's BK rows is the same for every
+//            column: lane 0 of warp kk decomposes row kk once per stage into a shared table
+//            rows[2][BK] = {r*dh, s*dw, c*H*W + r*dh*W + s*dw} (double-buffered with the tiles,
+//            written for stage t+2 during stage t; rows past C*R*S get an r*dh that fails the
+//            bounds check), so the gather itself does no division.
+//   B 1x1 (vec != 0, a block-uniform branch): R = S = 1, stride 1, no padding, P*Q % 4 == 0,
+//            x 16-byte aligned (the launcher checks): col (c, j) = x[n, c, pq] is contiguous in
+//            j, so thread tid < BK*BN/4 loads one 4-vector (row tid / (BN/4), columns
+//            (tid % (BN/4))*4 + {0..3}).
+//   Epilogue: bias added, 4-vector stores of a thread's 4 consecutive columns when out_vec
+//            (P*Q % 4 == 0 and out 16-byte aligned: the 4 are in one image), else scalar.
+// Tile configurations (launcher, kernels/conv2d.py): <128,128,8,8> for large GEMMs,
+// <64,64,4,4> for K <= 64 or fewer 128x128 tiles than SMs, <32,128,4,4> for K <= 32. Any
+// K, N*P*Q, C*R*S is bounds-checked (zeros are loaded outside the GEMM). Offsets are int: the
+// launcher sends tensors of 2^31 - 1025 or more elements to v2. float: at least 2 blocks per
+// SM (<= 128 registers); double: 1 (the 8x8 double accumulators alone take 128).
+// =============================================================================================
+#define CONV3_BK 8
+#define CONV3_THREADS 256
+#define CONV3_ROW_NONE (-(1 << 30))   // h0 of a column past N*P*Q, r*dh of a row past C*R*S:
+                                      // h0 + r*dh is never in [0, H)
+
+template <typename T>
+struct Conv3MinBlocks {
+    static constexpr int value = sizeof(T) == 4 ? 2 : 1;
+};
+
+// 4 consecutive T through 16-byte accesses (p 16-byte aligned)
+template <typename T>
+struct Conv3Vec;
+
+template <>
+struct Conv3Vec<float> {
+    static __device__ __forceinline__ void load(const float* p, float* d) {
+        const float4 v = *reinterpret_cast<const float4*>(p);
+        d[0] = v.x;
+        d[1] = v.y;
+        d[2] = v.z;
+        d[3] = v.w;
+    }
+    static __device__ __forceinline__ void store(float* p, const float* s) {
+        *reinterpret_cast<float4*>(p) = make_float4(s[0], s[1], s[2], s[3]);
+    }
+};
+
+template <>
+struct Conv3Vec<double> {
+    static __device__ __forceinline__ void load(const double* p, double* d) {
+        const double2 u = reinterpret_cast<const double2*>(p)[0];
+        const double2 v = reinterpret_cast<const double2*>(p)[1];
+        d[0] = u.x;
+        d[1] = u.y;
+        d[2] = v.x;
+        d[3] = v.y;
+    }
+    static __device__ __forceinline__ void store(double* p, const double* s) {
+        reinterpret_cast<double2*>(p)[0] = make_double2(s[0], s[1]);
+        reinterpret_cast<double2*>(p)[1] = make_double2(s[2], s[3]);
+    }
+};
+
+// one reduction row (c, r, s) of the im2col matrix: r*dh, s*dw, c*H*W + r*dh*W + s*dw
+struct __align__(16) Conv3RowInfo {
+    int rdh, sdw, off, pad;
+};
+
+__device__ __forceinline__ Conv3RowInfo conv3_row(int kg, int CRS, int RS, int S, int dh,
+                                                  int dw, int W, int HW) {
+    Conv3RowInfo ri;
+    if (kg < CRS) {
+        const int c = kg / RS, rs = kg - c * RS, r = rs / S, s = rs - r * S;
+        ri.rdh = r * dh;
+        ri.sdw = s * dw;
+        ri.off = c * HW + ri.rdh * W + ri.sdw;
+    } else {
+        ri.rdh = CONV3_ROW_NONE;
+        ri.sdw = 0;
+        ri.off = 0;
+    }
+    ri.pad = 0;
+    return ri;
+}
+
+// out: (N, K, P, Q) written; grid (ceil(N*P*Q / BN), ceil(K / BM)), block CONV3_THREADS.
+template <typename T, int BM, int BN, int TM, int TN>
+__global__ void __launch_bounds__(CONV3_THREADS, Conv3MinBlocks<T>::value)
+conv2d_fwd_gemm(T* __restrict__ out, const T* __restrict__ x, const T* __restrict__ w,
+                const T* __restrict__ bias, int has_bias, int vec, int out_vec, int N, int C, int H,
+                int W, int K, int R, int S, int P, int Q, int sh, int sw, int ph, int pw, int dh,
+                int dw) {
+    constexpr int BK = CONV3_BK, NT = CONV3_THREADS;
+    constexpr int TY = BM / TM, TX = BN / TN;
+    constexpr int A_LOADS = BM * BK / NT, A_ROWSTEP = NT / BK;
+    constexpr int B_RPT = BK * BN / NT;        // gather: rows per thread per stage
+    constexpr int BV = BK * BN / 4;            // 1x1: 4-vectors per stage
+    static_assert(TY * TX == NT, "one thread per TM x TN sub-tile");
+    static_assert(TM % 4 == 0 && TN % 4 == 0 && TX % 8 == 0 && TY % 4 == 0, "4-vector layout");
+    static_assert(A_LOADS * NT == BM * BK && NT % BK == 0, "A loads");
+    static_assert(B_RPT * NT == BK * BN && NT % BN == 0 && BV <= NT, "B loads");
+    constexpr int APAD = BM + 4;
+
+    __shared__ __align__(16) T As[2][BK][APAD];
+    __shared__ __align__(16) T Bs[2][BK][BN];
+    __shared__ Conv3RowInfo rows[2][BK];       // gather only
+
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int tx = (warp % (TX / 8)) * 8 + (lane & 7);
+    const int ty = (warp / (TX / 8)) * 4 + (lane >> 3);
+    const int RS = R * S, CRS = C * RS;
+    const int HW = H * W, PQ = P * Q, NPQ = PQ * N;
+    const int m0 = blockIdx.y * BM;
+    const int j0 = blockIdx.x * BN;
+    const int nst = (CRS + BK - 1) / BK;
+
+    // A: this thread's step column a_kk and rows a_row + i * A_ROWSTEP
+    const int a_kk = tid % BK, a_row = tid / BK;
+    const int a_rows = min(K - m0 - a_row, BM);      // rows a_row + i*A_ROWSTEP < K: i*.. < this
+    const int a_step = min(A_ROWSTEP, K) * CRS;      // (K < A_ROWSTEP: only i = 0 is read)
+    const int wa = min(m0 + a_row, K - 1) * CRS + a_kk;   // (row clamped: in bounds)
+    T ra[A_LOADS];
+
+    // B gather: this thread's column (n, p, q) and first reduction row
+    const int b_col = tid % BN, b_k = (tid / BN) * B_RPT;
+    int h0 = CONV3_ROW_NONE, w0 = 0;           // (h0 fails every bounds check past N*P*Q)
+    int xbase = 0;                             // n*C*H*W + h0*W + w0 (may be negative)
+    // B 1x1: this thread's 4-vector (row v_kk, columns vj..vj+3)
+    const int v_kk = tid / (BN / 4);
+    bool v_ok = false;
+    int vbase = 0;                             // n*C*P*Q + pq
+    T rb[B_RPT > 4 ? B_RPT : 4];
+
+    if (vec) {
+        const int vj = j0 + (tid % (BN / 4)) * 4;
+        if (tid < BV && vj < NPQ) {
+            v_ok = true;
+            const int n = vj / PQ;
+            vbase = n * C * PQ + (vj - n * PQ);
+        }
+    } else {
+        const int bj = j0 + b_col;
+        if (bj < NPQ) {
+            const int n = bj / PQ, pq = bj - n * PQ;
+            const int p = pq / Q, q = pq - p * Q;
+            h0 = p * sh - ph;
+            w0 = q * sw - pw;
+            xbase = n * C * HW + h0 * W + w0;
+        }
+    }
+
+    // the row table of stage st into rows[buf] (lane 0 of warps kk, kk + NT/32, ...)
+    auto fill_rows = [&](int stage, int buf) {
+        if (!vec) {
+            if (lane == 0)
+                for (int kk = warp; kk < BK; kk += NT / 32)
+                    rows[buf][kk] = conv3_row(stage * BK + kk, CRS, RS, S, dh, dw, W, HW);
+        }
+    };
+    // global -> registers for stage `stage` (its row table in rows[stage & 1])
+    auto load_stage = [&](int stage) {
+        const int k0 = stage * BK;
+        const bool ak_ok = k0 + a_kk < CRS;
+#pragma unroll
+        for (int i = 0; i < A_LOADS; ++i)
+            ra[i] = (ak_ok && i * A_ROWSTEP < a_rows) ? w[wa + k0 + i * a_step] : T(0);
+        if (vec) {
+            if (v_ok && k0 + v_kk < CRS) {
+                Conv3Vec<T>::load(x + vbase + (k0 + v_kk) * PQ, rb);
+            } else {
+#pragma unroll
+                for (int i = 0; i < 4; ++i) rb[i] = T(0);
+            }
+        } else {
+#pragma unroll
+            for (int i = 0; i < B_RPT; ++i) {
+                const Conv3RowInfo ri = rows[stage & 1][b_k + i];
+                const int h = h0 + ri.rdh, ww = w0 + ri.sdw;
+                rb[i] = ((unsigned)h < (unsigned)H && (unsigned)ww < (unsigned)W)
+                            ? x[xbase + ri.off] : T(0);
+            }
+        }
+    };
+    // registers -> shared buffer buf
+    auto store_stage = [&](int buf) {
+#pragma unroll
+        for (int i = 0; i < A_LOADS; ++i) As[buf][a_kk][a_row + i * A_ROWSTEP] = ra[i];
+        if (vec) {
+            if (tid < BV) Conv3Vec<T>::store(&Bs[buf][v_kk][(tid % (BN / 4)) * 4], rb);
+        } else {
+#pragma unroll
+            for (int i = 0; i < B_RPT; ++i) Bs[buf][b_k + i][b_col] = rb[i];
+        }
+    };
+
+    // this thread's TM rows and TN columns of step kk from shared buffer buf, as 4-vectors
+    auto load_frags = [&](int buf, int kk, T* a, T* b) {
+#pragma unroll
+        for (int g = 0; g < TM / 4; ++g)
+            Conv3Vec<T>::load(&As[buf][kk][g * 4 * TY + ty * 4], a + 4 * g);
+#pragma unroll
+        for (int g = 0; g < TN / 4; ++g)
+            Conv3Vec<T>::load(&Bs[buf][kk][g * 4 * TX + tx * 4], b + 4 * g);
+    };
+
+    T acc[TM][TN];
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) acc[i][j] = T(0);
+
+    fill_rows(0, 0);
+    __syncthreads();
+    if (nst > 0) {
+        load_stage(0);
+        store_stage(0);
+    }
+    if (nst > 1) fill_rows(1, 1);
+    __syncthreads();
+    for (int t = 0; t < nst; ++t) {
+        const int cur = t & 1;
+        const bool more = t + 1 < nst;         // uniform over the block
+        if (more) load_stage(t + 1);
+        // fragments double-buffered in registers: step kk+1's are read while kk's are used
+        T a[2][TM], b[2][TN];
+        load_frags(cur, 0, a[0], b[0]);
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            if (kk + 1 < BK) load_frags(cur, kk + 1, a[(kk + 1) & 1], b[(kk + 1) & 1]);
+#pragma unroll
+            for (int i = 0; i < TM; ++i)
+#pragma unroll
+                for (int j = 0; j < TN; ++j) acc[i][j] += a[kk & 1][i] * b[kk & 1][j];
+        }
+        if (more) store_stage(cur ^ 1);
+        if (t + 2 < nst) fill_rows(t + 2, cur);   // rows[cur] was last read by load_stage(t)
+        __syncthreads();
+    }
+
+    // epilogue
+    T bv[TM];
+#pragma unroll
+    for (int i = 0; i < TM; ++i) {
+        const int m = m0 + (i / 4) * 4 * TY + ty * 4 + (i % 4);
+        bv[i] = (has_bias && m < K) ? bias[m] : T(0);
+    }
+#pragma unroll
+    for (int g = 0; g < TN / 4; ++g) {
+        const int jb = j0 + g * 4 * TX + tx * 4;
+        if (jb >= NPQ) continue;
+        int n = jb / PQ, pq = jb - n * PQ;
+        if (out_vec) {                          // jb..jb+3 valid, in image n, 16-byte aligned
+#pragma unroll
+            for (int i = 0; i < TM; ++i) {
+                const int m = m0 + (i / 4) * 4 * TY + ty * 4 + (i % 4);
+                if (m >= K) continue;
+                T v[4];
+#pragma unroll
+                for (int jj = 0; jj < 4; ++jj)
+                    v[jj] = has_bias ? acc[i][4 * g + jj] + bv[i] : acc[i][4 * g + jj];
+                Conv3Vec<T>::store(out + (n * K + m) * PQ + pq, v);
+            }
+        } else {
+#pragma unroll
+            for (int jj = 0; jj < 4; ++jj) {
+                if (jb + jj >= NPQ) break;
+#pragma unroll
+                for (int i = 0; i < TM; ++i) {
+                    const int m = m0 + (i / 4) * 4 * TY + ty * 4 + (i % 4);
+                    if (m >= K) continue;
+                    out[(n * K + m) * PQ + pq] =
+                        has_bias ? acc[i][4 * g + jj] + bv[i] : acc[i][4 * g + jj];
+                }
+                if (++pq == PQ) {
+                    pq = 0;
+                    ++n;
+                }
+            }
+        }
     }
 }
