@@ -28,7 +28,11 @@ numba v3  the same per-image work, images in parallel: prange over N (handed out
           time), each thread with its own col buffer and BLAS limited to one thread (via
           threadpoolctl) so the two thread pools do not fight over the cores; bwd-weight
           keeps one partial dW per thread. Falls back to v2 when N == 1.
-          The numba default: the fastest measured at N=8 on 2 threads.
+          The numba default: the fastest measured at N=8 on 2 threads. (Tried and
+          dropped: chunks of images gathered side by side into one wide col buffer for
+          one all-thread GEMM per chunk. Gathering 5 AlexNet-conv3 images into the
+          7.8 MB chunk took 12.4 ms against 4.0 ms into a 1.5 MB per-image buffer, and
+          the forward took 152 ms against v3's 50 ms on one thread.)
 cuda v1   (kernels/cuda/conv2d.cu, on "cuda" and "cuda-emu") direct: one thread per
           output element (forward) / per input element gathering over the taps (k,r,s)
           that reach it (backward-data, no atomics); backward-weight one block per
@@ -620,114 +624,6 @@ def conv2d_backward_weight_numba_v3(dweight, dbias, dout, x, stride=1, padding=0
 
 
 # ----------------------------------------------------------------------------
-# Numba v4: im2col + ONE BLAS GEMM per chunk of images
-# ----------------------------------------------------------------------------
-# Images go in chunks of B (the chunk's col buffer at most _V4_COL_BYTES, so it is still in the
-# last-level cache when the GEMM reads it). Per chunk, with col_c (CRS, B*PQ) the chunk's
-# patches side by side:
-#     forward     out_c (K, B*PQ)  = W @ col_c                then scattered to out[n] (+ bias)
-#     bwd-data    dcol_c (CRS, B*PQ) = W^T @ dout_c          (dout[n] gathered side by side)
-#     bwd-weight  dW (K, CRS)     += dout_c @ col_c^T
-# Gathers and scatters run in parallel over the chunk's images (prange); each GEMM is one BLAS
-# call on all BLAS threads, B*PQ columns wide instead of v3's PQ (169 on 13x13 maps, which
-# single-threaded BLAS runs well below its peak).
-_V4_COL_BYTES = 8 << 20
-
-
-def _chunk_images(g: ConvGeometry, itemsize: int) -> int:
-    per_image = g.C * g.R * g.S * g.P * g.Q * itemsize
-    return max(1, min(g.N, _V4_COL_BYTES // per_image))
-
-
-@njit(parallel=True, fastmath=False, cache=True)
-def _im2col_chunk(x, n0, col, R, S, P, Q, sh, sw, ph, pw, dh, dw):
-    PQ = P * Q
-    for b in prange(col.shape[1] // PQ):
-        _im2col_image(x[n0 + b], col[:, b * PQ:(b + 1) * PQ], R, S, P, Q, sh, sw, ph, pw, dh,
-                      dw)
-
-
-@njit(parallel=True, fastmath=False, cache=True)
-def _col2im_chunk(dcol, dx, n0, R, S, P, Q, sh, sw, ph, pw, dh, dw):
-    PQ = P * Q
-    for b in prange(dcol.shape[1] // PQ):
-        _col2im_image(dcol[:, b * PQ:(b + 1) * PQ], dx[n0 + b], R, S, P, Q, sh, sw, ph, pw, dh,
-                      dw)
-
-
-@njit(parallel=True, fastmath=False, cache=True)
-def _chunk_to_images(chunk, out3, n0, b):
-    """out3[n0 + j, k, :] = chunk[k, j*PQ:(j+1)*PQ] + b[k]."""
-    K, PQ = out3.shape[1], out3.shape[2]
-    for jk in prange(chunk.shape[1] // PQ * K):
-        j, k = jk // K, jk % K
-        src, dst, bk = chunk[k, j * PQ:(j + 1) * PQ], out3[n0 + j, k], b[k]
-        for i in range(PQ):
-            dst[i] = src[i] + bk
-
-
-@njit(parallel=True, fastmath=False, cache=True)
-def _images_to_chunk(dout3, n0, chunk):
-    """chunk[k, j*PQ:(j+1)*PQ] = dout3[n0 + j, k, :]."""
-    K, PQ = dout3.shape[1], dout3.shape[2]
-    for jk in prange(chunk.shape[1] // PQ * K):
-        j, k = jk // K, jk % K
-        chunk[k, j * PQ:(j + 1) * PQ] = dout3[n0 + j, k]
-
-
-def _chunks(g: ConvGeometry, itemsize: int):
-    B = _chunk_images(g, itemsize)
-    return [(n0, min(B, g.N - n0)) for n0 in range(0, g.N, B)]
-
-
-def conv2d_forward_numba_v4(x, weight, bias, stride=1, padding=0, dilation=1):
-    """Chunks of images: parallel im2col, one all-thread BLAS GEMM per chunk."""
-    x, weight, bias, _, g = check_conv2d(x, weight, bias, stride, padding, dilation)
-    wm, PQ = weight.reshape(g.K, -1), g.P * g.Q
-    b = _bias_or_zeros(bias, g.K, x.dtype)
-    out = np.empty((g.N, g.K, PQ), x.dtype)
-    for n0, nb in _chunks(g, x.itemsize):
-        col = np.empty((wm.shape[1], nb * PQ), x.dtype)
-        _im2col_chunk(x, n0, col, *_gemm_geometry(g))
-        _chunk_to_images(wm @ col, out, n0, b)
-    return out.reshape(g.N, g.K, g.P, g.Q)
-
-
-def conv2d_backward_data_numba_v4(dout, weight, x_shape, stride=1, padding=0, dilation=1):
-    """Chunks of images: dout gathered side by side, one BLAS GEMM, parallel col2im."""
-    _, weight, _, dout, g = check_conv2d(None, weight, None, stride, padding, dilation,
-                                         dout=dout, x_shape=x_shape)
-    wmT, PQ = weight.reshape(g.K, -1).T, g.P * g.Q
-    dout3 = dout.reshape(g.N, g.K, PQ)
-    dx = np.empty((g.N, g.C, g.H, g.W), weight.dtype)
-    for n0, nb in _chunks(g, weight.itemsize):
-        dc = np.empty((g.K, nb * PQ), weight.dtype)
-        _images_to_chunk(dout3, n0, dc)
-        _col2im_chunk(wmT @ dc, dx, n0, *_gemm_geometry(g))
-    return dx
-
-
-def conv2d_backward_weight_numba_v4(dweight, dbias, dout, x, stride=1, padding=0, dilation=1):
-    """Chunks of images: parallel im2col, one BLAS GEMM per chunk; accumulates."""
-    x, _, _, dout, g = check_conv2d(x, None, None, stride, padding, dilation,
-                                    dout=dout, dweight=dweight, dbias=dbias)
-    PQ, CRS = g.P * g.Q, g.C * g.R * g.S
-    dout3 = dout.reshape(g.N, g.K, PQ)
-    dwm = np.zeros((g.K, CRS), x.dtype)
-    tmp = np.empty((g.K, CRS), x.dtype)
-    for n0, nb in _chunks(g, x.itemsize):
-        col = np.empty((CRS, nb * PQ), x.dtype)
-        dc = np.empty((g.K, nb * PQ), x.dtype)
-        _im2col_chunk(x, n0, col, *_gemm_geometry(g))
-        _images_to_chunk(dout3, n0, dc)
-        np.dot(dc, col.T, out=tmp)
-        dwm += tmp
-    dweight += dwm.reshape(dweight.shape)
-    if dbias is not None:
-        _accumulate(dbias, _backward_bias, dout)
-
-
-# ----------------------------------------------------------------------------
 # CUDA launchers (kernels/cuda/conv2d.cu): registered on "cuda" (CuPy arrays) and "cuda-emu"
 # (NumPy arrays, CPU emulator). Same validation as the CPU versions (check_conv2d with the
 # backend's array module); outputs allocated in the backend's memory.
@@ -1029,7 +925,6 @@ _DOC_NUMPY = "reference: einsum over sliding windows of the padded input, per fi
 _DOC_V1 = "direct loops, parallel over N*K (bwd-data N*C, bwd-weight K*C)"
 _DOC_V2 = "im2col + BLAS GEMM one image at a time, BLAS threads the GEMM"
 _DOC_V3 = "images in parallel (prange), each im2col + 1-thread BLAS GEMM"
-_DOC_V4 = "chunks of images: parallel im2col, one all-thread BLAS GEMM per chunk"
 
 _register("conv2d_forward", "numpy", 1, default=True, doc=_DOC_NUMPY)(conv2d_forward_numpy)
 _register("conv2d_backward_data", "numpy", 1, default=True, doc=_DOC_NUMPY)(
@@ -1050,7 +945,3 @@ _register("conv2d_backward_data", "numba", 3, default=True, doc=_DOC_V3)(
     conv2d_backward_data_numba_v3)
 _register("conv2d_backward_weight", "numba", 3, default=True, doc=_DOC_V3)(
     conv2d_backward_weight_numba_v3)
-
-_register("conv2d_forward", "numba", 4, doc=_DOC_V4)(conv2d_forward_numba_v4)
-_register("conv2d_backward_data", "numba", 4, doc=_DOC_V4)(conv2d_backward_data_numba_v4)
-_register("conv2d_backward_weight", "numba", 4, doc=_DOC_V4)(conv2d_backward_weight_numba_v4)

@@ -342,25 +342,3 @@ def test_nan_propagates(backend, version):
     bwd_weight(dw, db, dout, x, **hp)
     assert np.isnan(dw).any() and np.isnan(db).any()
 
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_numba_v4_chunks_with_a_partial_last_chunk(monkeypatch, dtype):
-    """v4 runs images in chunks sized by its col-buffer budget: 5 images in chunks 2, 2, 1."""
-    import kernels.conv2d as conv
-    x_shape, w_shape, hp = (5, 3, 6, 7), (4, 3, 3, 3), dict(stride=(1, 2), padding=1)
-    _, _, P, Q = conv2d_output_shape(x_shape, w_shape, **hp)
-    monkeypatch.setattr(conv, "_V4_COL_BYTES", 2 * 27 * P * Q * np.dtype(dtype).itemsize + 1)
-    g = conv.conv_geometry(x_shape, w_shape, **hp)
-    assert conv._chunks(g, np.dtype(dtype).itemsize) == [(0, 2), (2, 2), (4, 1)]
-    rng = np.random.default_rng(7)
-    x, w = rng.uniform(-1, 1, x_shape).astype(dtype), rng.uniform(-1, 1, w_shape).astype(dtype)
-    b, dout = rng.uniform(-1, 1, 4).astype(dtype), rng.uniform(-1, 1, (5, 4, P, Q)).astype(dtype)
-    out_r, dx_r, dw_r, db_r = reference(*(a.astype(np.float64) for a in (x, w, b, dout)), **hp)
-    fwd, bwd_data, bwd_weight = kernels_of("numba", 4)
-    tol = tolerances(dtype, 2 * 5 * P * Q + 27)
-    assert_close("out", fwd(x, w, b, **hp), out_r, **tol)
-    assert_close("dx", bwd_data(dout, w, x_shape, **hp), dx_r, **tol)
-    dw, db = np.zeros_like(w), np.zeros_like(b)
-    bwd_weight(dw, db, dout, x, **hp)
-    assert_close("dweight", dw, dw_r, **tol)
-    assert_close("dbias", db, db_r, **tol)
