@@ -23,26 +23,55 @@ maxpool2d_forward
     numpy v1  reference: -inf padding, one strided slice per window offset
     numba v1  direct loops, prange over N·C planes, any geometry
     numba v2  fused 2×2/stride-2 path (no padding/dilation) writing out and argmax in
-              one pass over row pairs; other geometries fall back to v1 (default)
-    cuda v1   one thread per output element (out + argmax), grid-stride, 64-bit indices
+              one pass over row pairs; other geometries fall back to v1
+    numba v3  branch-free selects (``(v > m) | (v != v)``) in vector loops with no scalar
+              remainder (trip counts padded to 32 lanes; LLVM turns scalar select pairs
+              into unpredictable branches), uint64 indices, int32 window offsets: 2×2 and
+              3×3 / stride 2 without padding read rows directly, any other geometry goes
+              through a per-plane -inf-padded scratch split by (row mod sh, col mod sw) so
+              that every window is one unit-stride loop (default). Forward+backward (v3),
+              float32, 2 threads, EPYC, median ms v3 / torch: N8 pool16 0.24 / 0.75,
+              alexnet-pool1 2.2 / 13.3, pool2 2.6 / 9.6, pool5 0.66 / 2.18; N16 C64 112²
+              2×2/2 19.1 / 83 (v2 19.7: both at the memory bound), 3×3/2 17.7 / 70
+    cuda v1   one thread per output element (out + argmax), grid-stride, 64-bit indices (default)
+    cuda v2   bandwidth-oriented: grid.y over groups of G planes (looping past 65535), 32-bit
+              math inside a plane (2 integer divisions per thread, none per element), each
+              thread 2 vertically adjacent outputs (p, q), (p+1, q) with warps along q
+              (coalesced out / argmax stores); 2x2/2 and 3x3/2 without padding, dilation or
+              ceil_mode partial windows: unrolled template paths loading the window rows into
+              registers (float2 / double2 __ldg of columns 2q, 2q+1 when rows are aligned;
+              3x3/2 shares the middle row), else v1's loop. Same results as v1 bit for bit
 maxpool2d_backward
     numpy v1  reference: ``np.add.at`` scatter-add of dout at argmax
     numba v1  zero dx, then scatter-add per plane, prange over N·C planes
     numba v2  one pass per plane: zero the plane while it is in cache, then scatter-add
-              (no separate zero pass over dx), any geometry (default). A direct write of
+              (no separate zero pass over dx), any geometry. A direct write of
               2×2 cells (dout or 0, no zero fill) was measured and was not faster.
+    numba v3  v2 plus one vectorized min/max range check of argmax per plane and an
+              unchecked uint64-indexed scatter (default); memory-bound on large planes
     cuda v1   one thread per dout element, atomicAdd scatter into a zeroed dx (the op
               carries no window geometry, so no gather); float32 sums of overlapping
               windows may differ in the last bits between runs
 avgpool2d_forward
     numpy v1  reference: zero padding, sum of strided slices, separable divisor
     numba v1  direct loops over the clipped window, float64 accumulator, prange over planes
-    cuda v1   one thread per output element, accumulator in the input dtype
+    numba v3  max v3's loops and scratch (0 padding); sums in the input dtype in window
+              order, like the reference: the reference's bits (default). Forward+backward
+              (v3) median ms v3 / torch: N8 pool16 0.16 / 0.82; N16 C64 112² 2×2/2
+              8.3 / 82, 3×3/2 14.8 / 90
+    cuda v1   one thread per output element, accumulator in the input dtype (default)
+    cuda v2   maxpool2d_forward v2's grid and fast paths; v1's summation order and division
+              (same bits)
 avgpool2d_backward
     numpy v1  reference: strided-slice scatter of dout / divisor into padded dx
     numba v1  per-plane zero + scatter over the clipped window, prange over planes
+    numba v3  2×2/2 without padding: each window's dout/divisor expanded into its cells;
+              else dout/divisor added tap by tap (the reference's order and bits) into
+              v3's phase-split scratch by vector loops, real cells copied out (default)
     cuda v1   one thread per input element gathering from the windows covering it
-              (deterministic, no atomics)
+              (deterministic, no atomics) (default)
+    cuda v2   v2's plane-group grid over input cells, 2 rows per thread, 32-bit math, the
+              column window range once per thread; v1's gather (same bits)
 adaptive_avgpool2d_forward
     numpy v1  reference: loop over output cells, mean of each input block
     numba v1  direct loops, float64 accumulator, prange over planes
@@ -54,13 +83,17 @@ adaptive_avgpool2d_backward
 
 The ``cuda`` versions (source ``kernels/cuda/pool2d.cu``) are registered on ``cuda``
 (CuPy arrays) and ``cuda-emu`` (NumPy arrays, the CPU emulator); they validate exactly
-like the CPU versions and return arrays of the backend's array module.
+like the CPU versions and return arrays of the backend's array module. The v2 kernels need
+H*W and P*Q below 2^31 (they fall back to v1's kernels otherwise); v1 stays the default on
+both GPU backends until v2 is timed on a GPU.
 """
 # N batch, C channels, H W in, P Q out, R S window
 from __future__ import annotations
 
+import functools
+
 import numpy as np
-from numba import njit, prange
+from numba import get_num_threads, njit, prange
 
 from . import registry
 from ._checks import check_float_array, check_shape, pair
@@ -535,6 +568,376 @@ def _adaptive_bwd_v1(dout, dx):
                         d[h, w] += g
 
 
+# ---- v3: padded, phase-split scratch; one branch-free vector loop per plane --------------
+# The padded input of one plane (-inf for max, 0 for avg) is split into sh*sw sub-planes by
+# (row mod sh, column mod sw), each of pitch Qs (:func:`_v3_layout`). Window (p, q)'s tap
+# (r, s) then sits at scratch index v + tap[r*kw + s] with v = p*Qs + q: every window,
+# border ones included, is the same unit-stride loop over v (no bounds checks, no per-tap
+# branches), rounded up to _V3_LANES iterations so LLVM's vector body runs with no scalar
+# remainder. (A scalar float select whose condition also drives the argmax select is lowered
+# to a branch by LLVM, unpredictable on random data.) Indices are uint64: no negative-index
+# wraparound code. 2x2 and 3x3 windows (4 or 9 taps) get the taps as tuples, unrolled into one
+# pass; other windows run one vector pass per tap. 2x2 and 3x3 / stride 2 without padding
+# (every window inside the input) skip the scratch: rows are read directly (max: when rows
+# are long enough for padded lanes, _v3_direct), and avg 2x2/2's backward is an expansion.
+# Avg sums in the input dtype in window order like the NumPy reference: the same bits.
+_V3_LANES = 32
+_U = np.uint64
+
+
+@njit(inline="always")
+def _v3_copy_rows(xf, A, H, W, sh, sw, ph, pw, SZ, Qs, to_scratch):
+    # real cells of the flat plane xf (H*W) to the scratch (to_scratch) or back; padding
+    # cells are preset by the caller. Rows are walked phase by phase: no division per row.
+    for fh in range(sh):
+        h0 = (fh - ph) % sh                                # first row of row phase fh
+        i = (h0 + ph) // sh
+        for h in range(h0, H, sh):
+            row = fh * sw * SZ + i * Qs
+            i += 1
+            src = _U(h * W)
+            if sw == 1:
+                d = _U(row + pw)
+                if to_scratch:
+                    for w in range(W):
+                        A[d + _U(w)] = xf[src + _U(w)]
+                else:
+                    for w in range(W):
+                        xf[src + _U(w)] = A[d + _U(w)]
+            elif sw == 2:                                  # both column phases in one loop
+                a = pw % 2                                 # column phase of column 0
+                d0 = _U(row + a * SZ + pw // 2)
+                d1 = _U(row + (1 - a) * SZ + (pw + 1) // 2)
+                if to_scratch:
+                    for m in range(W // 2):
+                        A[d0 + _U(m)] = xf[src + _U(2 * m)]
+                        A[d1 + _U(m)] = xf[src + _U(2 * m + 1)]
+                    if W % 2:
+                        A[d0 + _U(W // 2)] = xf[src + _U(W - 1)]
+                else:
+                    for m in range(W // 2):
+                        xf[src + _U(2 * m)] = A[d0 + _U(m)]
+                        xf[src + _U(2 * m + 1)] = A[d1 + _U(m)]
+                    if W % 2:
+                        xf[src + _U(W - 1)] = A[d0 + _U(W // 2)]
+            else:
+                for f in range(sw):
+                    w0 = (f - pw) % sw                     # first column of column phase f
+                    d = _U(row + f * SZ + (w0 + pw) // sw)
+                    s0 = src + _U(w0)
+                    if to_scratch:
+                        for m in range((W - w0 + sw - 1) // sw):
+                            A[d + _U(m)] = xf[s0 + _U(m * sw)]
+                    else:
+                        for m in range((W - w0 + sw - 1) // sw):
+                            xf[s0 + _U(m * sw)] = A[d + _U(m)]
+
+
+@njit(inline="always")
+def _v3_copy(xf, A, H, W, sh, sw, ph, pw, SZ, Qs, to_scratch):
+    if sw == 1:                                            # literal strides: LLVM vectorizes
+        _v3_copy_rows(xf, A, H, W, sh, 1, ph, pw, SZ, Qs, to_scratch)
+    elif sw == 2:
+        _v3_copy_rows(xf, A, H, W, sh, 2, ph, pw, SZ, Qs, to_scratch)
+    else:
+        _v3_copy_rows(xf, A, H, W, sh, sw, ph, pw, SZ, Qs, to_scratch)
+
+
+@njit(inline="always")
+def _v3_max_taps(A, ob, kb, nv, tap, koff, fk, ninf, fused):
+    # ob[v], kb[v]: max of window v and its cell's offset from the window origin in the input
+    # plane (fk[v], the first in-bounds cell, when the max is -inf: padding is never chosen)
+    if fused:                                              # tap, koff: 4- or 9-tuples
+        for v in range(nv):
+            uv = _U(v)
+            m = A[_U(tap[0]) + uv]
+            k = np.int32(koff[0])
+            for t in range(1, len(tap)):
+                a = A[_U(tap[t]) + uv]
+                u = (a > m) | (a != a)                     # first maximum; NaN wins
+                kt = np.int32(koff[t])
+                m = a if u else m
+                k = kt if u else k
+            ob[uv] = m
+            kb[uv] = fk[uv] if m == ninf else k
+    else:                                                  # one pass per tap (any window)
+        c = _U(tap[0])
+        k0 = np.int32(koff[0])
+        for v in range(nv):
+            ob[_U(v)] = A[c + _U(v)]
+            kb[_U(v)] = k0
+        for t in range(1, len(tap)):
+            c = _U(tap[t])
+            kt = np.int32(koff[t])
+            for v in range(nv):
+                uv = _U(v)
+                a = A[c + uv]
+                m = ob[uv]
+                k = kb[uv]
+                u = (a > m) | (a != a)
+                ob[uv] = a if u else m
+                kb[uv] = kt if u else k
+        for v in range(nv):
+            uv = _U(v)
+            k = kb[uv]
+            kb[uv] = fk[uv] if ob[uv] == ninf else k
+
+
+@njit(inline="always")
+def _v3_max_direct(xf, oc, ac, H, W, P, Q, kh, kw, s, ob, kb, qp):
+    # windows kh x kw / stride s (literals) all inside the plane, read straight from the flat
+    # plane xf (one pass, no scratch): per output row qp lanes (a multiple of _V3_LANES) into
+    # row buffers, or exactly Q where the overrun would leave the plane, then copied out
+    for p in range(P):
+        n = qp
+        if (p * s + kh - 1) * W + (qp - 1) * s + kw - 1 >= H * W:
+            n = Q
+        base = _U(p * s * W)
+        for q in range(n):
+            c = base + _U(q * s)
+            m = xf[c]
+            k = np.int32(0)
+            for r in range(kh):
+                for t in range(kw):
+                    if r + t > 0:
+                        a = xf[c + _U(r * W + t)]
+                        u = (a > m) | (a != a)                 # first maximum; NaN wins
+                        m = a if u else m
+                        k = np.int32(r * W + t) if u else k
+            ob[_U(q)] = m
+            kb[_U(q)] = k
+        o = oc[p]
+        a = ac[p]
+        r0 = p * s * W
+        for q in range(Q):
+            o[_U(q)] = ob[_U(q)]
+            a[_U(q)] = r0 + q * s + np.int64(kb[_U(q)])
+
+
+@njit(inline="always")
+def _v3_max_planes(x, out, argmax, lo, hi, H, W, sh, sw, ph, pw, Qs, SZ, size, nv, tap, koff,
+                   fk, ninf, fused):
+    # planes lo..hi-1 through the scratch: split, window maxima, copy out
+    P, Q = out.shape[1], out.shape[2]
+    A = np.full(size, ninf, dtype=x.dtype)                 # padding cells stay -inf
+    ob = np.empty(nv, dtype=x.dtype)
+    kb = np.empty(nv, dtype=np.int32)
+    for nc in range(lo, hi):
+        _v3_copy(x[nc], A, H, W, sh, sw, ph, pw, SZ, Qs, True)
+        _v3_max_taps(A, ob, kb, nv, tap, koff, fk, ninf, fused)
+        of = out[nc]
+        af = argmax[nc]
+        for p in range(P):
+            v0 = _U(p * Qs)
+            r0 = (p * sh - ph) * W - pw                    # window (p, 0)'s origin
+            o = of[p]
+            a = af[p]
+            for q in range(Q):
+                o[_U(q)] = ob[v0 + _U(q)]
+                a[_U(q)] = r0 + q * sw + np.int64(kb[v0 + _U(q)])
+
+
+# x: (N*C, H*W) C-contiguous; out, argmax: (N*C, P, Q); nchunk runs of planes, one scratch each
+@njit(parallel=True, cache=True)
+def _maxpool_fwd_v3(x, out, argmax, H, W, sh, sw, ph, pw, Qs, SZ, size, nv, tap, koff, fk,
+                    nchunk, ninf):
+    # tap, koff: 4- or 9-tuples, unrolled into one pass
+    NC = x.shape[0]
+    for c in prange(nchunk):
+        _v3_max_planes(x, out, argmax, c * NC // nchunk, (c + 1) * NC // nchunk, H, W, sh, sw,
+                       ph, pw, Qs, SZ, size, nv, tap, koff, fk, ninf, True)
+
+
+@njit(parallel=True, cache=True)
+def _maxpool_fwd_v3_any(x, out, argmax, H, W, sh, sw, ph, pw, Qs, SZ, size, nv, tap, koff, fk,
+                        nchunk, ninf):
+    # tap, koff: arrays (any window), one pass per tap
+    NC = x.shape[0]
+    for c in prange(nchunk):
+        _v3_max_planes(x, out, argmax, c * NC // nchunk, (c + 1) * NC // nchunk, H, W, sh, sw,
+                       ph, pw, Qs, SZ, size, nv, tap, koff, fk, ninf, False)
+
+
+@njit(parallel=True, cache=True)
+def _maxpool_fwd_v3_rows(x, out, argmax, H, W, k, qp, nchunk):
+    # k x k windows, stride 2, read straight from the input (_v3_max_direct)
+    NC = x.shape[0]
+    P, Q = out.shape[1], out.shape[2]
+    for c in prange(nchunk):
+        ob = np.empty(qp, dtype=x.dtype)
+        kb = np.empty(qp, dtype=np.int32)
+        for nc in range(c * NC // nchunk, (c + 1) * NC // nchunk):
+            if k == 2:
+                _v3_max_direct(x[nc], out[nc], argmax[nc], H, W, P, Q, 2, 2, 2, ob, kb, qp)
+            else:
+                _v3_max_direct(x[nc], out[nc], argmax[nc], H, W, P, Q, 3, 3, 2, ob, kb, qp)
+
+
+@njit(parallel=True, cache=True)
+def _maxpool_bwd_v3(dout, argmax, dx):
+    # per plane: vectorized min/max check of argmax (one branch per plane), zero the plane
+    # while it is in cache, unchecked scatter-add; returns the number of planes with bad indices
+    NC, PQ = dout.shape
+    HW = dx.shape[1]
+    bad = np.zeros(NC, dtype=np.int64)
+    for nc in prange(NC):
+        a = argmax[nc]
+        g = dout[nc]
+        d = dx[nc]
+        lo = 0
+        hi = 0
+        if PQ > 0:
+            lo = a[0]
+            hi = a[0]
+            for i in range(1, PQ):
+                v = a[_U(i)]
+                lo = min(lo, v)
+                hi = max(hi, v)
+        for i in range(HW):
+            d[_U(i)] = 0
+        if lo < 0 or hi >= HW:
+            bad[nc] = 1
+            continue
+        for i in range(PQ):
+            d[_U(a[_U(i)])] += g[_U(i)]
+    return bad.sum()
+
+
+@njit(inline="always")
+def _v3_avg_planes(x, out, divs, lo, hi, H, W, sh, sw, ph, pw, Qs, SZ, size, nv, tap, fused):
+    # window sums in x's dtype and window order over the zero-padded input (the reference's
+    # arithmetic), divided by divs (P, Q) while copied out
+    P, Q = out.shape[1], out.shape[2]
+    A = np.zeros(size, dtype=x.dtype)                      # padding cells stay 0
+    ob = np.empty(nv, dtype=x.dtype)
+    for nc in range(lo, hi):
+        _v3_copy(x[nc], A, H, W, sh, sw, ph, pw, SZ, Qs, True)
+        if fused:                                          # tap: 4- or 9-tuple
+            for v in range(nv):
+                uv = _U(v)
+                acc = A[_U(tap[0]) + uv]
+                for t in range(1, len(tap)):
+                    acc += A[_U(tap[t]) + uv]
+                ob[uv] = acc
+        else:                                              # one pass per tap
+            c0 = _U(tap[0])
+            for v in range(nv):
+                ob[_U(v)] = A[c0 + _U(v)]
+            for t in range(1, len(tap)):
+                ct = _U(tap[t])
+                for v in range(nv):
+                    ob[_U(v)] += A[ct + _U(v)]
+        of = out[nc]
+        for p in range(P):
+            v0 = _U(p * Qs)
+            o = of[p]
+            dv = divs[p]
+            for q in range(Q):
+                o[_U(q)] = ob[v0 + _U(q)] / dv[_U(q)]
+
+
+@njit(parallel=True, cache=True)
+def _avgpool_fwd_v3(x, out, divs, H, W, sh, sw, ph, pw, Qs, SZ, size, nv, tap, nchunk):
+    # tap: 4- or 9-tuple, unrolled into one pass
+    NC = x.shape[0]
+    for c in prange(nchunk):
+        _v3_avg_planes(x, out, divs, c * NC // nchunk, (c + 1) * NC // nchunk, H, W, sh, sw,
+                       ph, pw, Qs, SZ, size, nv, tap, True)
+
+
+@njit(parallel=True, cache=True)
+def _avgpool_fwd_v3_any(x, out, divs, H, W, sh, sw, ph, pw, Qs, SZ, size, nv, tap, nchunk):
+    # tap: array (any window), one pass per tap
+    NC = x.shape[0]
+    for c in prange(nchunk):
+        _v3_avg_planes(x, out, divs, c * NC // nchunk, (c + 1) * NC // nchunk, H, W, sh, sw,
+                       ph, pw, Qs, SZ, size, nv, tap, False)
+
+
+@njit(inline="always")
+def _v3_avg_direct(xf, oc, W, P, Q, kh, kw, s, dv):
+    # windows kh x kw / stride s (literals) all inside the plane, summed straight from the
+    # flat plane xf in window order; dv: their common divisor in x's dtype
+    for p in range(P):
+        o = oc[p]
+        base = _U(p * s * W)
+        for q in range(Q):
+            c = base + _U(q * s)
+            acc = xf[c]
+            for r in range(kh):
+                for t in range(kw):
+                    if r + t > 0:
+                        acc += xf[c + _U(r * W + t)]
+            o[_U(q)] = acc / dv
+
+
+@njit(parallel=True, cache=True)
+def _avgpool_fwd_v3_rows(x, out, W, k, dv, nchunk):
+    # k x k windows, stride 2, read straight from the input (_v3_avg_direct)
+    NC = x.shape[0]
+    P, Q = out.shape[1], out.shape[2]
+    for c in prange(nchunk):
+        for nc in range(c * NC // nchunk, (c + 1) * NC // nchunk):
+            if k == 2:
+                _v3_avg_direct(x[nc], out[nc], W, P, Q, 2, 2, 2, dv)
+            else:
+                _v3_avg_direct(x[nc], out[nc], W, P, Q, 3, 3, 2, dv)
+
+
+@njit(parallel=True, cache=True)
+def _avgpool_bwd_v3(dout, dx, divs, H, W, sh, sw, ph, pw, Qs, SZ, size, nv, tap, nchunk):
+    # dout: (N*C, P, Q), dx: (N*C, H*W). g = dout / divisor laid out like the forward's
+    # windows; tap by tap (the reference's order) S[v + tap] += g[v] into the zeroed
+    # phase-split scratch, then its real cells to dx
+    NC, P, Q = dout.shape
+    for c in prange(nchunk):
+        S = np.empty(size, dtype=dx.dtype)
+        gv = np.zeros(nv, dtype=dx.dtype)                  # lanes past a row's Q stay 0
+        for nc in range(c * NC // nchunk, (c + 1) * NC // nchunk):
+            for i in range(size):
+                S[_U(i)] = 0
+            g = dout[nc]
+            for p in range(P):
+                v0 = _U(p * Qs)
+                gr = g[p]
+                dv = divs[p]
+                for q in range(Q):
+                    gv[v0 + _U(q)] = gr[q] / dv[_U(q)]
+            for t in range(len(tap)):
+                ct = _U(tap[t])
+                for v in range(nv):
+                    S[ct + _U(v)] += gv[_U(v)]
+            _v3_copy(dx[nc], S, H, W, sh, sw, ph, pw, SZ, Qs, False)
+
+
+@njit(parallel=True, cache=True)
+def _avgpool_bwd_v3_2x2(dout, dx, divs, H, W, nchunk):
+    # 2x2 windows, stride 2, no padding: each cell of dx lies in at most one window, so it
+    # is that window's dout / divisor (or 0), written row by row with no scratch
+    NC, P, Q = dout.shape
+    n = min(Q, W // 2)                                     # windows with both columns
+    for c in prange(nchunk):
+        for nc in range(c * NC // nchunk, (c + 1) * NC // nchunk):
+            g = dout[nc]
+            d = dx[nc]
+            for h in range(H):
+                base = _U(h * W)
+                p = h // 2
+                if p < P:
+                    gr = g[p]
+                    dv = divs[p]
+                    for q in range(n):
+                        v = gr[_U(q)] / dv[_U(q)]
+                        d[base + _U(2 * q)] = v
+                        d[base + _U(2 * q + 1)] = v
+                    for w in range(2 * n, W):
+                        q = w // 2
+                        d[base + _U(w)] = gr[q] / dv[q] if q < Q else 0
+                else:
+                    for w in range(W):
+                        d[base + _U(w)] = 0
+
+
 # ----------------------------------------------------------------------------
 # Numba wrappers (validation, views, fallbacks)
 # ----------------------------------------------------------------------------
@@ -625,6 +1028,155 @@ def avgpool2d_backward_numba_v1(dout, x_shape, kernel_size, stride=None, padding
     return dx
 
 
+def _v3_layout(H, W, P, Q, kh, kw, sh, sw, ph, pw, dh=1, dw=1):
+    """Scratch layout of the v3 kernels, the same for every plane of a call:
+    ``(Qs, SZ, nv, size, tap, koff)``. The padded input (every window's cells, ceil_mode's
+    last one included) is split into ``sh * sw`` sub-planes of ``SZ = Hs * Qs`` cells, cell
+    ``(hp, wp)`` to sub-plane ``(hp % sh, wp % sw)`` at ``(hp // sh) * Qs + wp // sw``;
+    window ``(p, q)`` is ``v = p * Qs + q`` and its tap ``(r, s)`` lies at ``v + tap[r*kw+s]``,
+    ``koff[r*kw+s] = r*dh*W + s*dw`` cells from the window's origin in the input plane.
+    ``nv``: windows rounded up to ``_V3_LANES``; ``size``: scratch cells."""
+    Hp = max(H + 2 * ph, (P - 1) * sh + (kh - 1) * dh + 1)
+    Wp = max(W + 2 * pw, (Q - 1) * sw + (kw - 1) * dw + 1)
+    Qs = -(-Wp // sw)
+    SZ = -(-Hp // sh) * Qs
+    r = np.arange(kh)[:, None] * dh
+    s = np.arange(kw)[None, :] * dw
+    tap = ((r % sh * sw + s % sw) * SZ + r // sh * Qs + s // sw).ravel().astype(np.int64)
+    koff = (r * W + s).ravel()
+    nv = -(-((P - 1) * Qs + Q) // _V3_LANES) * _V3_LANES
+    return Qs, SZ, nv, max(sh * sw * SZ, int(tap.max()) + nv), tap, koff
+
+
+@functools.lru_cache(maxsize=32)
+def _v3_plan(H, W, P, Q, kh, kw, sh, sw, ph, pw, dh, dw):
+    """``_v3_layout`` plus what the kernels take, cached per geometry (saves the NumPy work
+    on repeated calls): ``(Qs, SZ, nv, size, tap, koff, fk, fused)``. 4- and 9-tap windows get
+    ``tap`` and ``koff`` as tuples (unrolled into one fused pass), others as arrays (one
+    pass per tap). ``fk[v]``: offset of window v's first in-bounds cell, its argmax when
+    every cell is -inf (PyTorch; padding is never chosen)."""
+    Qs, SZ, nv, size, tap, koff = _v3_layout(H, W, P, Q, kh, kw, sh, sw, ph, pw, dh, dw)
+    h0, w0 = np.arange(P) * sh - ph, np.arange(Q) * sw - pw
+    fk = np.zeros(nv, dtype=np.int32)
+    fk[(np.arange(P)[:, None] * Qs + np.arange(Q)).ravel()] = \
+        ((_first_valid(h0, dh) - h0)[:, None] * W + (_first_valid(w0, dw) - w0)).ravel()
+    fused = tap.size in (4, 9)
+    if fused:
+        tap, koff = tuple(tap.tolist()), tuple(koff.tolist())
+    else:
+        koff = koff.astype(np.int64)
+    for a in (tap, koff, fk):
+        if isinstance(a, np.ndarray):
+            a.flags.writeable = False
+    return Qs, SZ, nv, size, tap, koff, fk, fused
+
+
+@functools.lru_cache(maxsize=32)
+def _v3_divisors(H, W, kh, kw, sh, sw, ph, pw, P, Q, cip, div, dtype):
+    d = _avg_divisor(H, W, kh, kw, sh, sw, ph, pw, P, Q, cip, div).astype(dtype)
+    d.flags.writeable = False
+    return d
+
+
+def _v3_inside(H, W, P, Q, kh, kw, sh, sw, ph, pw, dh=1, dw=1):
+    """2x2 or 3x3 windows, stride 2, no padding or dilation, every window inside the input
+    (no ceil_mode partial window): the kernels may read the input directly."""
+    return (kh == kw and kh in (2, 3) and sh == sw == 2 and ph == pw == 0 and dh == dw == 1
+            and 2 * (P - 1) + kh <= H and 2 * (Q - 1) + kw <= W)
+
+
+def _v3_direct(H, W, P, Q, kh, kw, sh, sw, ph, pw, dh, dw):
+    """2 or 3 where max pooling reads the input directly (:func:`_v3_inside`, rows of at
+    least 80% useful lanes), else 0: the scratch path."""
+    if (_v3_inside(H, W, P, Q, kh, kw, sh, sw, ph, pw, dh, dw)
+            and 4 * -(-Q // _V3_LANES) * _V3_LANES <= 5 * Q):
+        return kh
+    return 0
+
+
+def _v3_chunks(planes):
+    return min(planes, 4 * get_num_threads())
+
+
+def maxpool2d_forward_numba_v3(x, kernel_size, stride=None, padding=0, dilation=1,
+                               ceil_mode=False):
+    x = _check_x(x)
+    kh, kw, sh, sw, ph, pw, dh, dw, P, Q = _geometry(x.shape, kernel_size, stride, padding,
+                                                     dilation, ceil_mode)
+    N, C, H, W = x.shape
+    out = np.empty((N, C, P, Q), dtype=x.dtype)
+    argmax = np.empty((N, C, P, Q), dtype=np.int64)
+    if (kh - 1) * dh * W + (kw - 1) * dw > 2**31 - 1:       # int32 in-window offsets
+        _maxpool_fwd_v1(_planes(x), _planes(out), _planes(argmax), kh, kw, sh, sw, ph, pw,
+                        dh, dw)
+        return out, argmax
+    direct = _v3_direct(H, W, P, Q, kh, kw, sh, sw, ph, pw, dh, dw)
+    xf = np.ascontiguousarray(x).reshape(N * C, H * W)
+    if direct:
+        _maxpool_fwd_v3_rows(xf, _planes(out), _planes(argmax), H, W, direct,
+                             -(-Q // _V3_LANES) * _V3_LANES, _v3_chunks(N * C))
+        return out, argmax
+    Qs, SZ, nv, size, tap, koff, fk, fused = _v3_plan(H, W, P, Q, kh, kw, sh, sw, ph, pw,
+                                                      dh, dw)
+    kernel = _maxpool_fwd_v3 if fused else _maxpool_fwd_v3_any
+    kernel(xf, _planes(out), _planes(argmax), H, W, sh, sw, ph, pw, Qs, SZ, size, nv, tap, koff,
+           fk, _v3_chunks(N * C), x.dtype.type(-np.inf))
+    return out, argmax
+
+
+def maxpool2d_backward_numba_v3(dout, argmax, x_shape):
+    dout, argmax, (N, C, H, W) = _max_bwd_args(dout, argmax, x_shape)
+    dx = np.empty((N, C, H, W), dtype=dout.dtype)
+    PQ = dout.shape[2] * dout.shape[3]
+    if _maxpool_bwd_v3(np.ascontiguousarray(dout).reshape(N * C, PQ),
+                       argmax.reshape(N * C, PQ), dx.reshape(N * C, H * W)):
+        raise _bad_argmax(H, W)
+    return dx
+
+
+def avgpool2d_forward_numba_v3(x, kernel_size, stride=None, padding=0, ceil_mode=False,
+                               count_include_pad=True, divisor_override=None):
+    x = _check_x(x)
+    kh, kw, sh, sw, ph, pw, _, _, P, Q = _geometry(x.shape, kernel_size, stride, padding, 1,
+                                                   ceil_mode)
+    cip = _check_bool("count_include_pad", count_include_pad)
+    div = _check_divisor(divisor_override)
+    N, C, H, W = x.shape
+    out = np.empty((N, C, P, Q), dtype=x.dtype)
+    xf = np.ascontiguousarray(x).reshape(N * C, H * W)
+    if _v3_inside(H, W, P, Q, kh, kw, sh, sw, ph, pw):       # every window's divisor: k*k
+        _avgpool_fwd_v3_rows(xf, _planes(out), W, kh, x.dtype.type(div or kh * kw),
+                             _v3_chunks(N * C))
+        return out
+    divs = _v3_divisors(H, W, kh, kw, sh, sw, ph, pw, P, Q, cip, div, x.dtype)
+    Qs, SZ, nv, size, tap, _, _, fused = _v3_plan(H, W, P, Q, kh, kw, sh, sw, ph, pw, 1, 1)
+    kernel = _avgpool_fwd_v3 if fused else _avgpool_fwd_v3_any
+    kernel(xf, _planes(out), divs, H, W, sh, sw, ph, pw, Qs, SZ, size, nv, tap,
+           _v3_chunks(N * C))
+    return out
+
+
+def avgpool2d_backward_numba_v3(dout, x_shape, kernel_size, stride=None, padding=0,
+                                ceil_mode=False, count_include_pad=True, divisor_override=None):
+    dout = check_float_array("dout", dout, ndim=4)
+    N, C, H, W = _check_x_shape(x_shape, dout)
+    kh, kw, sh, sw, ph, pw, _, _, P, Q = _geometry((N, C, H, W), kernel_size, stride, padding, 1,
+                                                   ceil_mode)
+    cip = _check_bool("count_include_pad", count_include_pad)
+    div = _check_divisor(divisor_override)
+    check_shape("dout", dout, (N, C, P, Q))
+    dx = np.empty((N, C, H, W), dtype=dout.dtype)
+    divs = _v3_divisors(H, W, kh, kw, sh, sw, ph, pw, P, Q, cip, div, dout.dtype)
+    if (kh, kw, sh, sw, ph, pw) == (2, 2, 2, 2, 0, 0):
+        _avgpool_bwd_v3_2x2(np.ascontiguousarray(dout).reshape(N * C, P, Q),
+                            dx.reshape(N * C, H * W), divs, H, W, _v3_chunks(N * C))
+        return dx
+    Qs, SZ, nv, size, tap, _, _, _ = _v3_plan(H, W, P, Q, kh, kw, sh, sw, ph, pw, 1, 1)
+    _avgpool_bwd_v3(_planes(dout), dx.reshape(N * C, H * W), divs, H, W, sh, sw, ph, pw, Qs,
+                    SZ, size, nv, np.asarray(tap, dtype=np.int64), _v3_chunks(N * C))
+    return dx
+
+
 def adaptive_avgpool2d_forward_numba_v1(x, output_size):
     x = _check_x(x)
     N, C, H, W = x.shape
@@ -646,13 +1198,16 @@ def adaptive_avgpool2d_backward_numba_v1(dout, x_shape):
 
 # ----------------------------------------------------------------------------
 # CUDA launchers (kernels/cuda/pool2d.cu): registered on "cuda" (CuPy arrays) and
-# "cuda-emu" (NumPy arrays, CPU emulator). Same validation as the CPU versions; one thread
-# per output (forward) / input (backward) element, grid-stride loops over 64-bit indices.
+# "cuda-emu" (NumPy arrays, CPU emulator). Same validation as the CPU versions. v1: one thread
+# per output (forward) / input (backward) element, grid-stride loops over 64-bit indices;
+# v2 (max/avg forward, avg backward): see "v2" below and the header of pool2d.cu.
 # ----------------------------------------------------------------------------
 _CU_FILE = "pool2d.cu"
 _CU_KERNELS = ("maxpool2d_fwd", "maxpool2d_bwd_scatter", "avgpool2d_fwd", "avgpool2d_bwd",
-               "adaptive_avgpool2d_fwd", "adaptive_avgpool2d_bwd")
-_CU_TEMPLATES = tuple(f"{k}<{t}>" for k in _CU_KERNELS for t in ("float", "double"))
+               "adaptive_avgpool2d_fwd", "adaptive_avgpool2d_bwd", "avgpool2d_bwd_v2")
+_CU_TEMPLATES = tuple(f"{k}<{t}>" for k in _CU_KERNELS for t in ("float", "double")) + tuple(
+    f"{k}<{t}, {fast}>" for k in ("maxpool2d_fwd_v2", "avgpool2d_fwd_v2")
+    for t in ("float", "double") for fast in (0, 2, 3))   # FAST: 0 generic, 2 / 3 = k x k / 2
 _CU_MAX_BLOCKS = 65535        # grid-stride loops cover the rest
 
 
@@ -671,7 +1226,7 @@ def _i32(*values):
     return tuple(np.int32(v) for v in values)
 
 
-@register_cuda("maxpool2d_forward", 1, default=True,
+@register_cuda("maxpool2d_forward", 1,
                doc="one thread per output element (out + argmax), grid-stride")
 def _make_maxpool_forward_cuda(backend):
     def maxpool2d_forward_cuda_v1(x, kernel_size, stride=None, padding=0, dilation=1,
@@ -708,7 +1263,7 @@ def _make_maxpool_backward_cuda(backend):
     return maxpool2d_backward_cuda_v1
 
 
-@register_cuda("avgpool2d_forward", 1, default=True, doc="one thread per output element")
+@register_cuda("avgpool2d_forward", 1, doc="one thread per output element")
 def _make_avgpool_forward_cuda(backend):
     def avgpool2d_forward_cuda_v1(x, kernel_size, stride=None, padding=0, ceil_mode=False,
                                   count_include_pad=True, divisor_override=None):
@@ -727,24 +1282,30 @@ def _make_avgpool_forward_cuda(backend):
     return avgpool2d_forward_cuda_v1
 
 
+def _cu_avg_backward_setup(backend, dout, x_shape, kernel_size, stride, padding, ceil_mode,
+                           count_include_pad, divisor_override):
+    """Validated dout, a fresh dx (N, C, H, W) and the kernels' int32 geometry arguments."""
+    dout = check_device_array("dout", dout, backend, ndim=4)
+    N, C, H, W = _check_x_shape(x_shape, dout)
+    kh, kw, sh, sw, ph, pw, _, _, P, Q = _geometry((N, C, H, W), kernel_size, stride, padding,
+                                                   1, ceil_mode)
+    cip = _check_bool("count_include_pad", count_include_pad)
+    div = _check_divisor(divisor_override)
+    check_shape("dout", dout, (N, C, P, Q))
+    dx = device_xp(backend).empty((N, C, H, W), dtype=dout.dtype)
+    return dout, dx, _i32(H, W, P, Q, kh, kw, sh, sw, ph, pw, cip, div)
+
+
 @register_cuda("avgpool2d_backward", 1, default=True,
                doc="one thread per input element gathering from its windows (no atomics)")
 def _make_avgpool_backward_cuda(backend):
     def avgpool2d_backward_cuda_v1(dout, x_shape, kernel_size, stride=None, padding=0,
                                    ceil_mode=False, count_include_pad=True,
                                    divisor_override=None):
-        dout = check_device_array("dout", dout, backend, ndim=4)
-        N, C, H, W = _check_x_shape(x_shape, dout)
-        kh, kw, sh, sw, ph, pw, _, _, P, Q = _geometry((N, C, H, W), kernel_size, stride,
-                                                       padding, 1, ceil_mode)
-        cip = _check_bool("count_include_pad", count_include_pad)
-        div = _check_divisor(divisor_override)
-        check_shape("dout", dout, (N, C, P, Q))
-        xp = device_xp(backend)
-        dx = xp.empty((N, C, H, W), dtype=dout.dtype)
-        _cu_launch(backend, "avgpool2d_bwd", dout.dtype, dx.size,
-                   (dx, dout),
-                   _i32(H, W, P, Q, kh, kw, sh, sw, ph, pw, cip, div))
+        dout, dx, args = _cu_avg_backward_setup(backend, dout, x_shape, kernel_size, stride,
+                                                padding, ceil_mode, count_include_pad,
+                                                divisor_override)
+        _cu_launch(backend, "avgpool2d_bwd", dout.dtype, dx.size, (dx, dout), args)
         return dx
     return avgpool2d_backward_cuda_v1
 
@@ -781,6 +1342,135 @@ def _make_adaptive_backward_cuda(backend):
     return adaptive_avgpool2d_backward_cuda_v1
 
 
+# ---- v2: plane groups on grid.y, 2 output rows per thread, 2x2/2 and 3x3/2 fast paths ----
+_CU_V2_ROWS = 2               # POOL2_ROWS in pool2d.cu: vertically adjacent items per thread
+_CU_V2_GROUP = 4 * CUDA_THREADS  # small planes: up to this many items per plane group
+_CU_MAX_GRID_Y = 65535        # grid.y limit; the kernels loop over the planes beyond it
+_I32_MAX = 2**31 - 1
+
+
+def _cu_v2_fits(*plane_sizes):
+    """The v2 kernels index inside a plane with int: every H*W / P*Q must fit."""
+    return max(plane_sizes) <= _I32_MAX
+
+
+def _cu_v2_fast(H, W, P, Q, kh, kw, sh, sw, ph, pw, dh=1, dw=1):
+    """2 or 3 where the K x K / stride-2 fast path applies (no padding or dilation, every
+    window inside the input, so no ceil_mode partial window), else 0 (generic path)."""
+    if (kh == kw and kh in (2, 3) and sh == sw == 2 and ph == pw == 0 and dh == dw == 1
+            and 2 * (P - 1) + kh <= H and 2 * (Q - 1) + kw <= W):
+        return kh
+    return 0
+
+
+def _cu_pairs(backend, x):
+    """1 when every row of ``x`` (C-contiguous, last axis W) starts 2-element aligned, so the
+    fast path may load columns 2q, 2q+1 as one float2 / double2."""
+    ptr = x.data.ptr if backend == "cuda" else x.ctypes.data
+    return int(x.shape[-1] % 2 == 0 and ptr % (2 * x.itemsize) == 0)
+
+
+@functools.lru_cache(maxsize=256)
+def _cu_v2_group(NC, work):
+    """Planes per grid.y index: the G in 1 .. max(16, _CU_V2_GROUP // work) (at most NC) that
+    launches the fewest threads, ``ceil(NC / G) * ceil(G * work / THREADS) * THREADS`` (idle
+    threads: the last block of each group and the last group's missing planes); the smallest
+    such G. 56x56 outputs (work 1568): G = 8, no idle thread; 6x6 (work 18): G = 14."""
+    top = max(1, min(NC, max(16, _CU_V2_GROUP // work), _I32_MAX // work))
+    best, best_g = None, 1
+    for G in range(1, top + 1):
+        launched = -(-NC // G) * blocks_for(G * work, CUDA_THREADS)
+        if best is None or launched < best:
+            best, best_g = launched, G
+    return best_g
+
+
+def _cu_v2_launch(backend, kernel, dtype, NC, rows, cols, arrays, scalars, fast=None):
+    """Launch ``kernel<ctype(dtype)[, fast]>(*arrays, (long long)NC, (int)G, *scalars)`` over
+    NC planes of ``rows x cols`` items, ``_CU_V2_ROWS`` rows per thread, G planes per grid.y
+    index (consecutive blocks cover one group; grid.y loops beyond ``_CU_MAX_GRID_Y``)."""
+    if NC == 0:
+        return
+    work = -(-rows // _CU_V2_ROWS) * cols
+    G = _cu_v2_group(NC, work)
+    mod = load_module(_CU_FILE, backend, name_expressions=_CU_TEMPLATES)
+    targs = ctype(dtype) if fast is None else f"{ctype(dtype)}, {fast}"
+    fn = mod.get_function(f"{kernel}<{targs}>")
+    grid = (blocks_for(G * work, CUDA_THREADS), min(-(-NC // G), _CU_MAX_GRID_Y))
+    fn(grid, (CUDA_THREADS,), tuple(arrays) + (np.int64(NC), np.int32(G)) + tuple(scalars))
+
+
+@register_cuda("maxpool2d_forward", 2, default=True,
+               doc="plane groups on grid.y, 2 outputs per thread, 32-bit in-plane math, "
+                   "unrolled 2x2/2 and 3x3/2 paths")
+def _make_maxpool_forward_cuda_v2(backend):
+    def maxpool2d_forward_cuda_v2(x, kernel_size, stride=None, padding=0, dilation=1,
+                                  ceil_mode=False):
+        x = check_device_array("x", x, backend, ndim=4)
+        kh, kw, sh, sw, ph, pw, dh, dw, P, Q = _geometry(x.shape, kernel_size, stride, padding,
+                                                         dilation, ceil_mode)
+        xp = device_xp(backend)
+        N, C, H, W = x.shape
+        out = xp.empty((N, C, P, Q), dtype=x.dtype)
+        argmax = xp.empty((N, C, P, Q), dtype=np.int64)
+        hyper = (kh, kw, sh, sw, ph, pw, dh, dw)
+        if not _cu_v2_fits(H * W, P * Q):
+            _cu_launch(backend, "maxpool2d_fwd", x.dtype, out.size, (out, argmax, x),
+                       _i32(H, W, P, Q, *hyper))
+            return out, argmax
+        _cu_v2_launch(backend, "maxpool2d_fwd_v2", x.dtype, N * C, P, Q, (out, argmax, x),
+                      _i32(H, W, P, Q, *hyper, _cu_pairs(backend, x)),
+                      fast=_cu_v2_fast(H, W, P, Q, *hyper))
+        return out, argmax
+    return maxpool2d_forward_cuda_v2
+
+
+@register_cuda("avgpool2d_forward", 2, default=True,
+               doc="plane groups on grid.y, 2 outputs per thread, 32-bit in-plane math, "
+                   "unrolled 2x2/2 and 3x3/2 paths")
+def _make_avgpool_forward_cuda_v2(backend):
+    def avgpool2d_forward_cuda_v2(x, kernel_size, stride=None, padding=0, ceil_mode=False,
+                                  count_include_pad=True, divisor_override=None):
+        x = check_device_array("x", x, backend, ndim=4)
+        kh, kw, sh, sw, ph, pw, _, _, P, Q = _geometry(x.shape, kernel_size, stride, padding, 1,
+                                                       ceil_mode)
+        cip = _check_bool("count_include_pad", count_include_pad)
+        div = _check_divisor(divisor_override)
+        xp = device_xp(backend)
+        N, C, H, W = x.shape
+        out = xp.empty((N, C, P, Q), dtype=x.dtype)
+        hyper = (kh, kw, sh, sw, ph, pw)
+        if not _cu_v2_fits(H * W, P * Q):
+            _cu_launch(backend, "avgpool2d_fwd", x.dtype, out.size, (out, x),
+                       _i32(H, W, P, Q, *hyper, cip, div))
+            return out
+        _cu_v2_launch(backend, "avgpool2d_fwd_v2", x.dtype, N * C, P, Q, (out, x),
+                      _i32(H, W, P, Q, *hyper, cip, div, _cu_pairs(backend, x)),
+                      fast=_cu_v2_fast(H, W, P, Q, *hyper))
+        return out
+    return avgpool2d_forward_cuda_v2
+
+
+@register_cuda("avgpool2d_backward", 2,
+               doc="plane groups on grid.y, 2 input cells per thread, 32-bit in-plane math, "
+                   "v1's gather")
+def _make_avgpool_backward_cuda_v2(backend):
+    def avgpool2d_backward_cuda_v2(dout, x_shape, kernel_size, stride=None, padding=0,
+                                   ceil_mode=False, count_include_pad=True,
+                                   divisor_override=None):
+        dout, dx, args = _cu_avg_backward_setup(backend, dout, x_shape, kernel_size, stride,
+                                                padding, ceil_mode, count_include_pad,
+                                                divisor_override)
+        N, C, H, W = dx.shape
+        P, Q = dout.shape[2:]
+        if not _cu_v2_fits(H * W, P * Q):
+            _cu_launch(backend, "avgpool2d_bwd", dout.dtype, dx.size, (dx, dout), args)
+            return dx
+        _cu_v2_launch(backend, "avgpool2d_bwd_v2", dout.dtype, N * C, H, W, (dx, dout), args)
+        return dx
+    return avgpool2d_backward_cuda_v2
+
+
 # ----------------------------------------------------------------------------
 # registrations
 # ----------------------------------------------------------------------------
@@ -789,24 +1479,36 @@ _R("maxpool2d_forward", "numpy", 1, doc="reference: -inf padding, strided slice 
    "offset")(maxpool2d_forward_numpy)
 _R("maxpool2d_forward", "numba", 1, doc="direct loops, prange over N·C planes")(
     maxpool2d_forward_numba_v1)
-_R("maxpool2d_forward", "numba", 2, default=True,
+_R("maxpool2d_forward", "numba", 2,
    doc="fused 2x2/s2 path over row pairs (out + argmax in one pass); else v1")(
     maxpool2d_forward_numba_v2)
 _R("maxpool2d_backward", "numpy", 1, doc="reference: np.add.at scatter at argmax")(
     maxpool2d_backward_numpy)
 _R("maxpool2d_backward", "numba", 1, doc="zero dx + scatter-add, prange over N·C planes")(
     maxpool2d_backward_numba_v1)
-_R("maxpool2d_backward", "numba", 2, default=True,
+_R("maxpool2d_backward", "numba", 2,
    doc="per-plane zero (in cache) + scatter-add in one pass, any geometry")(maxpool2d_backward_numba_v2)
+_R("maxpool2d_forward", "numba", 3, default=True,
+   doc="branch-free vector loops: 2x2/3x3 stride-2 rows read directly, else a padded "
+       "phase-split scratch per plane")(maxpool2d_forward_numba_v3)
+_R("maxpool2d_backward", "numba", 3, default=True,
+   doc="vectorized argmax range check per plane, zero in cache, unchecked scatter-add")(
+    maxpool2d_backward_numba_v3)
 _R("avgpool2d_forward", "numpy", 1, doc="reference: sum of strided slices / separable divisor")(
     avgpool2d_forward_numpy)
-_R("avgpool2d_forward", "numba", 1, default=True,
+_R("avgpool2d_forward", "numba", 1,
    doc="direct loops over the clipped window, prange over planes")(avgpool2d_forward_numba_v1)
 _R("avgpool2d_backward", "numpy", 1, doc="reference: strided-slice scatter of dout/divisor")(
     avgpool2d_backward_numpy)
-_R("avgpool2d_backward", "numba", 1, default=True,
+_R("avgpool2d_backward", "numba", 1,
    doc="per-plane zero + scatter over the clipped window, prange over planes")(
     avgpool2d_backward_numba_v1)
+_R("avgpool2d_forward", "numba", 3, default=True,
+   doc="2x2/3x3 stride-2 rows read directly, else a zero-padded phase-split scratch; "
+       "the reference's arithmetic (same bits)")(avgpool2d_forward_numba_v3)
+_R("avgpool2d_backward", "numba", 3, default=True,
+   doc="2x2/2: direct expansion; else dout/divisor added tap by tap into a phase-split "
+       "scratch (same bits as the reference)")(avgpool2d_backward_numba_v3)
 _R("adaptive_avgpool2d_forward", "numpy", 1, doc="reference: mean of each input block")(
     adaptive_avgpool2d_forward_numpy)
 _R("adaptive_avgpool2d_forward", "numba", 1, default=True,

@@ -107,6 +107,78 @@ def test_maxpool_2x2_fast_path_large_and_odd():
         assert_close(f"dx {b.name}", b(dout, ref("maxpool2d_forward")(x, 2)[1], x.shape), dx_r)
 
 
+# planes wide enough for numba v3's paths: rows read directly (2x2 and 3x3 / stride 2, no
+# padding) and the padded phase-split scratch (padding, ceil_mode, dilation, other windows)
+LARGE_MAX_CASES = [  # shape, kernel, stride, padding, dilation, ceil_mode
+    ((2, 3, 57, 61), 3, 2, 0, 1, False),       # direct 3x3/2, odd sizes
+    ((1, 2, 112, 112), 2, 2, 0, 1, False),     # direct 2x2/2
+    ((1, 2, 55, 55), 3, 2, 1, 1, True),        # scratch: padding, ceil_mode
+    ((2, 2, 40, 37), (2, 3), (1, 2), (1, 1), (2, 1), False),  # 6 taps, dilation
+    ((1, 3, 33, 30), 3, 1, 1, 1, False),       # stride 1
+    ((1, 2, 31, 29), 2, 3, 1, 1, True),        # stride 3 > window
+]
+
+
+def test_large_cases_cover_v3_paths():
+    from kernels.pool2d import _v3_direct
+    paths = []
+    for shape, k, s, p, d, cm in LARGE_MAX_CASES:
+        kh, kw = (k, k) if isinstance(k, int) else k
+        sh, sw = (s, s) if isinstance(s, int) else s
+        ph, pw = (p, p) if isinstance(p, int) else p
+        dh, dw = (d, d) if isinstance(d, int) else d
+        P, Q = pool2d_output_size(shape[2:], (kh, kw), (sh, sw), (ph, pw), (dh, dw), cm)
+        paths.append(_v3_direct(*shape[2:], P, Q, kh, kw, sh, sw, ph, pw, dh, dw))
+    assert paths == [3, 2, 0, 0, 0, 0]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,k,s,p,d,cm", LARGE_MAX_CASES)
+def test_maxpool_large_planes(shape, k, s, p, d, cm, dtype):
+    x = _data(shape, dtype, 21)
+    x[..., ::3, ::2] = np.round(x[..., ::3, ::2])                # ties
+    x[0, 0, :6, :] = -np.inf                                     # all -inf windows
+    x.reshape(-1)[5::97] = np.nan                                # scattered NaN
+    out_r, arg_r = ref("maxpool2d_forward")(x, k, s, p, d, cm)
+    dout = _data(out_r.shape, dtype, 22)
+    dx_r = ref("maxpool2d_backward")(dout, arg_r, shape)
+    xt = np.ascontiguousarray(x.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)  # F-ordered planes
+    for f in numba_versions("maxpool2d_forward"):
+        for xx in (x, xt):
+            out, arg = f(xx, k, s, p, d, cm)
+            np.testing.assert_array_equal(out, out_r, err_msg=f"out {f.name}")  # NaN, -inf
+            assert arg.dtype == np.int64 and np.array_equal(arg, arg_r), f"argmax {f.name}"
+    for b in numba_versions("maxpool2d_backward"):
+        assert_close(f"dx {b.name}", b(dout, arg_r, shape), dx_r)
+
+
+LARGE_AVG_CASES = [  # shape, kernel, stride, padding, ceil_mode
+    ((2, 3, 57, 61), 3, 2, 0, False),
+    ((1, 2, 112, 112), 2, 2, 0, False),
+    ((1, 2, 55, 55), 3, 2, 1, True),
+    ((2, 2, 40, 37), (2, 3), (1, 2), (1, 1), True),
+    ((1, 2, 31, 29), 2, 3, 1, True),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cip,div", [(True, None), (False, None), (True, -3)])
+@pytest.mark.parametrize("shape,k,s,p,cm", LARGE_AVG_CASES)
+def test_avgpool_large_planes(shape, k, s, p, cm, cip, div, dtype):
+    x = _data(shape, dtype, 23)
+    out_r = ref("avgpool2d_forward")(x, k, s, p, cm, cip, div)
+    dout = _data(out_r.shape, dtype, 24)
+    dx_r = ref("avgpool2d_backward")(dout, shape, k, s, p, cm, cip, div)
+    # v3 sums in the reference's order and dtype: identical results
+    exact = {3: dict(atol=0, rtol=0)}
+    for f in numba_versions("avgpool2d_forward"):
+        assert_close(f"out {f.name}", f(x, k, s, p, cm, cip, div), out_r,
+                     **exact.get(f.version, {}))
+    for b in numba_versions("avgpool2d_backward"):
+        assert_close(f"dx {b.name}", b(dout, shape, k, s, p, cm, cip, div), dx_r,
+                     **exact.get(b.version, {}))
+
+
 # ----------------------------------------------------------------------------
 # reference vs PyTorch
 # ----------------------------------------------------------------------------
