@@ -163,6 +163,22 @@ def test_divergent_syncthreads_is_a_reported_deadlock(mod):
     assert "exited" in msg and "__syncthreads" in msg
 
 
+def test_launch_after_deadlock_reuses_the_parked_stacks(mod, monkeypatch):
+    # one worker, forward order: the deadlock parks thread 0 mid-frame on the arena's first
+    # stack; vec_add then runs its threads one after another on that stack, each with its top
+    # staggered 64 bytes lower, across the parked frames. Under ASan (CI's sanitized pass)
+    # their stale redzones once made such a launch abort with a stack-buffer-underflow.
+    monkeypatch.setenv("SEQGRID_EMU_THREADS", "1")
+    monkeypatch.setenv("SEQGRID_EMU_REVERSE", "0")
+    y = np.zeros(64, np.float32)
+    with pytest.raises(CudaLaunchError, match="deadlock"):
+        mod.get_function("divergent_sync")((1,), (64,), (y, np.int32(20)))
+    a = np.arange(64, dtype=np.float32)
+    out = np.zeros(64, np.float32)
+    mod.get_function("vec_add")((1,), (64,), (out, a, a, np.int32(64)))
+    np.testing.assert_array_equal(out, 2 * a)
+
+
 def test_reverse_mode_exposes_missing_barrier(mod, monkeypatch):
     nb = 16
     y = np.full(nb, -1, np.float32)

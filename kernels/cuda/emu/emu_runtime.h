@@ -41,6 +41,7 @@
 #endif
 #if defined(__SANITIZE_ADDRESS__)
 #define SEQGRID_EMU_ASAN 1
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 #endif
 
@@ -189,7 +190,8 @@ inline bool get_arena(size_t count, Arena& out) {
     bool guard;
     {
         std::lock_guard<std::mutex> lk(p.mu);
-        for (size_t i = 0; i < p.free_list.size(); ++i)
+        // newest first: the arena a worker just gave back is the one most likely in cache
+        for (size_t i = p.free_list.size(); i-- > 0;)
             if (p.free_list[i].count >= count) {
                 out = p.free_list[i];
                 p.free_list.erase(p.free_list.begin() + (long)i);
@@ -263,6 +265,12 @@ inline void yield_to_scheduler(bool exiting = false) {
 inline void init_fiber(BlockRun& R, Fiber& f) {
     (void)R;
     f.started = true;
+#ifdef SEQGRID_EMU_ASAN
+    // a stack reused from a launch that failed (deadlock, trap) still has the redzones of the
+    // frames its parked fiber never returned from: clear them, or ASan reports this thread's
+    // first writes as a stack-buffer-underflow
+    __asan_unpoison_memory_region(f.stack_lo, f.stack_size);
+#endif
 #ifndef SEQGRID_EMU_UCONTEXT
     // stagger stack tops by the thread index: equal offsets modulo 64 KiB would put every
     // live fiber's hot frames into the same cache sets
