@@ -28,11 +28,21 @@ numba v3  the same per-image work, images in parallel: prange over N (handed out
           time), each thread with its own col buffer and BLAS limited to one thread (via
           threadpoolctl) so the two thread pools do not fight over the cores; bwd-weight
           keeps one partial dW per thread. Falls back to v2 when N == 1.
-          The numba default: the fastest measured at N=8 on 2 threads. (Tried and
+          The numba default until v4. (Tried and
           dropped: chunks of images gathered side by side into one wide col buffer for
           one all-thread GEMM per chunk. Gathering 5 AlexNet-conv3 images into the
           7.8 MB chunk took 12.4 ms against 4.0 ms into a 1.5 MB per-image buffer, and
           the forward took 152 ms against v3's 50 ms on one thread.)
+numba v4  Winograd F(2x2, 3x3) (Lavin & Gray 2016) on 3x3 stride-1 undilated convolutions
+          with >= 32 input and output channels (:func:`winograd_applies`; any padding), v3
+          elsewhere. The numba default. Each 2x2 output tile is
+          A^T [(G g G^T) . (B^T d B)] A of its 4x4 input tile d, so the work becomes 16 GEMMs
+          (one per transform-domain position) over all tiles of a chunk of images:
+          forward U (K,C) @ V (C,tiles); bwd-data U^T @ Dy with Dy = A dy A^T, then B E B^T
+          added back onto overlapping tiles; bwd-weight Dy @ V^T, then G^T dU G. 2.25x fewer
+          GEMM FLOPs than im2col; the transforms are cheap, parallel over planes (prange),
+          the 16 GEMMs run in parallel with 1-thread BLAS each. float32 error is a few times
+          im2col's (the transforms add up to 16 numbers per term).
 cuda v1   (kernels/cuda/conv2d.cu, on "cuda" and "cuda-emu") direct: one thread per
           output element (forward) / per input element gathering over the taps (k,r,s)
           that reach it (backward-data, no atomics); backward-weight one block per
@@ -62,6 +72,7 @@ Helpers used by every version: :func:`conv2d_output_shape` and :func:`check_conv
 # N batch, C in-ch, K out-ch, H W in, P Q out, R S filter
 from __future__ import annotations
 
+import threading
 from typing import NamedTuple
 
 import numba
@@ -74,7 +85,8 @@ from .cuda.common import THREADS as CUDA_THREADS
 from .cuda.common import blocks_for, ctype, device_xp, register_cuda
 from .cuda.loader import load_module
 
-__all__ = ["conv2d_output_shape", "check_conv2d", "ConvGeometry"]
+__all__ = ["conv2d_output_shape", "check_conv2d", "ConvGeometry", "winograd_applies",
+           "free_winograd_workspace"]
 
 
 # ----------------------------------------------------------------------------
@@ -624,6 +636,399 @@ def conv2d_backward_weight_numba_v3(dweight, dbias, dout, x, stride=1, padding=0
 
 
 # ----------------------------------------------------------------------------
+# Numba v4: Winograd F(2x2, 3x3) for 3x3 stride-1 undilated convolutions
+# ----------------------------------------------------------------------------
+# Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks" (2016): a 2x2 output tile
+# of one (k, c) pair from its 4x4 input tile d and 3x3 filter g is
+#     y = A^T [ (G g G^T) ⊙ (B^T d B) ] A
+# so each of the 16 transform-domain positions xi is one GEMM over all tiles t:
+#     forward     M[xi] (K, T)  = U[xi] (K, C) @ V[xi] (C, T)     U = G g G^T, V = B^T d B
+#     bwd-data    E[xi] (C, T)  = U[xi]^T @ Dy[xi] (K, T)         Dy = A dy A^T (dL/dM)
+#                 dx tile       = B E B^T (dL/dd), overlapping tiles added
+#     bwd-weight  dU[xi] (K, C) = Dy[xi] @ V[xi]^T,  dW = G^T dU G
+# 16 multiplies for 4 outputs instead of 36: 2.25x fewer GEMM FLOPs than im2col (fewer where an
+# odd P or Q leaves half-used edge tiles). Tiles are numbered t = (image*TP + tile row)*TQ +
+# tile column; images go through in chunks that keep the transform buffers near
+# _WINO_CHUNK_BYTES. The 16 GEMMs run in parallel (prange, 1-thread BLAS each, like v3).
+_WINO_CHUNK_BYTES = 32 << 20
+_WINO_MIN_CHANNELS = 32
+
+
+@njit(cache=True, inline="always")
+def _wino_g(a, b, c, half):    # G (4x3) applied to a 3-vector
+    return a, half * (a + b + c), half * (a - b + c), c
+
+
+@njit(cache=True, inline="always")
+def _wino_gt(a, b, c, d, half):    # G^T (3x4) applied to a 4-vector
+    return a + half * (b + c), half * (b - c), half * (b + c) + d
+
+
+@njit(cache=True, inline="always")
+def _wino_bt(a, b, c, d):      # B^T (4x4)
+    return a - c, b + c, c - b, b - d
+
+
+@njit(cache=True, inline="always")
+def _wino_b(a, b, c, d):       # B (4x4)
+    return a, b - c + d, b + c - a, -d
+
+
+@njit(cache=True, inline="always")
+def _wino_at(a, b, c, d):      # A^T (2x4)
+    return a + b + c, b - c - d
+
+
+@njit(cache=True, inline="always")
+def _wino_a(a, b):             # A (4x2)
+    return a, a + b, a - b, -b
+
+
+@njit(cache=True, inline="always")
+def _wino_put4(loc, j, xi0, v):
+    loc[j, xi0] = v[0]
+    loc[j, xi0 + 1] = v[1]
+    loc[j, xi0 + 2] = v[2]
+    loc[j, xi0 + 3] = v[3]
+
+
+# Each transform task owns one row of the GEMM operands (a channel c or a filter k, every image
+# of the chunk), works in a thread's tile-major scratch loc (tiles, 16) and moves it to or from
+# the GEMMs' (16, rows, tiles) layout as 16 contiguous runs: writing each tile's 16 values
+# straight into 16 far-apart rows measured 2.5x slower.
+@njit(cache=True, inline="always")
+def _wino_scatter(loc, n, dst, row, t0):
+    """dst[xi, row, t0 + j] = loc[j, xi] for j < n."""
+    for xi in range(16):
+        d = dst[xi, row]
+        for j in range(n):
+            d[t0 + j] = loc[j, xi]
+
+
+@njit(cache=True, inline="always")
+def _wino_gather(src, row, t0, n, loc):
+    """loc[j, xi] = src[xi, row, t0 + j] for j < n."""
+    for xi in range(16):
+        s = src[xi, row]
+        for j in range(n):
+            loc[j, xi] = s[t0 + j]
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def _wino_weights(w, U, locs, half):
+    """U[xi, k, c] = (G w[k, c] G^T)[xi]. (``half``: 0.5 in w's dtype, so that float32 stays
+    float32.)"""
+    K, C = w.shape[0], w.shape[1]
+    for k in prange(K):
+        loc = locs[numba.get_thread_id()]
+        for c in range(C):
+            g = w[k, c]
+            c0 = _wino_g(g[0, 0], g[1, 0], g[2, 0], half)     # columns of G g
+            c1 = _wino_g(g[0, 1], g[1, 1], g[2, 1], half)
+            c2 = _wino_g(g[0, 2], g[1, 2], g[2, 2], half)
+            _wino_put4(loc, c, 0, _wino_g(c0[0], c1[0], c2[0], half))   # rows of (G g) G^T
+            _wino_put4(loc, c, 4, _wino_g(c0[1], c1[1], c2[1], half))
+            _wino_put4(loc, c, 8, _wino_g(c0[2], c1[2], c2[2], half))
+            _wino_put4(loc, c, 12, _wino_g(c0[3], c1[3], c2[3], half))
+        _wino_scatter(loc, C, U, k, 0)
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def _wino_weight_grad(dw_acc, dU, locs, half):
+    """dw_acc[k, c] += G^T dU[:, k, c] G (the 16 xi as a 4x4 matrix)."""
+    K, C = dw_acc.shape[0], dw_acc.shape[1]
+    for k in prange(K):
+        loc = locs[numba.get_thread_id()]
+        _wino_gather(dU, k, 0, C, loc)
+        for c in range(C):
+            u = loc[c]
+            h0 = _wino_gt(u[0], u[4], u[8], u[12], half)       # columns of G^T dU (3 rows each)
+            h1 = _wino_gt(u[1], u[5], u[9], u[13], half)
+            h2 = _wino_gt(u[2], u[6], u[10], u[14], half)
+            h3 = _wino_gt(u[3], u[7], u[11], u[15], half)
+            o = dw_acc[k, c]
+            for r in range(3):
+                row = _wino_gt(h0[r], h1[r], h2[r], h3[r], half)
+                o[r, 0] += row[0]
+                o[r, 1] += row[1]
+                o[r, 2] += row[2]
+
+
+@njit(cache=True, inline="always")
+def _wino_pad_plane(src, d, ph, pw):
+    """d = src placed at (ph, pw) in zeros."""
+    for r in range(d.shape[0]):
+        for s in range(d.shape[1]):
+            d[r, s] = 0
+    for r in range(src.shape[0]):
+        for s in range(src.shape[1]):
+            d[r + ph, s + pw] = src[r, s]
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def _wino_inputs(x, n0, V, ph, pw, TP, TQ, pads, locs):
+    """V[xi, c, t] = (B^T d B)[xi] for every 4x4 tile d of images n0.. (as many as V holds):
+    tile (p, q) reads rows 2p - ph .. +3, columns 2q - pw .. +3 of the zero-padded plane."""
+    C = x.shape[1]
+    TT = TP * TQ
+    nb = V.shape[2] // TT
+    for c in prange(C):
+        d, loc = pads[numba.get_thread_id()], locs[numba.get_thread_id()]
+        for i in range(nb):
+            _wino_pad_plane(x[n0 + i, c], d, ph, pw)
+            for p in range(TP):
+                for q in range(TQ):
+                    j = i * TT + p * TQ + q
+                    r, s = 2 * p, 2 * q
+                    c0 = _wino_bt(d[r, s], d[r + 1, s], d[r + 2, s], d[r + 3, s])  # cols of B^T d
+                    c1 = _wino_bt(d[r, s + 1], d[r + 1, s + 1], d[r + 2, s + 1], d[r + 3, s + 1])
+                    c2 = _wino_bt(d[r, s + 2], d[r + 1, s + 2], d[r + 2, s + 2], d[r + 3, s + 2])
+                    c3 = _wino_bt(d[r, s + 3], d[r + 1, s + 3], d[r + 2, s + 3], d[r + 3, s + 3])
+                    _wino_put4(loc, j, 0, _wino_bt(c0[0], c1[0], c2[0], c3[0]))
+                    _wino_put4(loc, j, 4, _wino_bt(c0[1], c1[1], c2[1], c3[1]))
+                    _wino_put4(loc, j, 8, _wino_bt(c0[2], c1[2], c2[2], c3[2]))
+                    _wino_put4(loc, j, 12, _wino_bt(c0[3], c1[3], c2[3], c3[3]))
+        _wino_scatter(loc, nb * TT, V, c, 0)
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def _wino_outputs(M, b, out, n0, TP, TQ, locs):
+    """out[n0 + i, k] = A^T M A per tile, + bias (edge tiles cut at P, Q)."""
+    K, P, Q = out.shape[1], out.shape[2], out.shape[3]
+    TT = TP * TQ
+    nb = M.shape[2] // TT
+    for k in prange(K):
+        loc = locs[numba.get_thread_id()]
+        _wino_gather(M, k, 0, nb * TT, loc)
+        bk = b[k]
+        for i in range(nb):
+            o = out[n0 + i, k]
+            for p in range(TP):
+                for q in range(TQ):
+                    m = loc[i * TT + p * TQ + q]
+                    s0 = _wino_at(m[0], m[4], m[8], m[12])       # columns of A^T M
+                    s1 = _wino_at(m[1], m[5], m[9], m[13])
+                    s2 = _wino_at(m[2], m[6], m[10], m[14])
+                    s3 = _wino_at(m[3], m[7], m[11], m[15])
+                    y0 = _wino_at(s0[0], s1[0], s2[0], s3[0])
+                    y1 = _wino_at(s0[1], s1[1], s2[1], s3[1])
+                    r, s = 2 * p, 2 * q
+                    o[r, s] = y0[0] + bk
+                    if s + 1 < Q:
+                        o[r, s + 1] = y0[1] + bk
+                    if r + 1 < P:
+                        o[r + 1, s] = y1[0] + bk
+                        if s + 1 < Q:
+                            o[r + 1, s + 1] = y1[1] + bk
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def _wino_dout(dout, n0, Dy, TP, TQ, pads, locs):
+    """Dy[xi, k, t] = (A dy A^T)[xi] for every 2x2 tile dy of dout (zero past P, Q)."""
+    K = dout.shape[1]
+    TT = TP * TQ
+    nb = Dy.shape[2] // TT
+    for k in prange(K):
+        y, loc = pads[numba.get_thread_id()], locs[numba.get_thread_id()]
+        for i in range(nb):
+            _wino_pad_plane(dout[n0 + i, k], y, 0, 0)
+            for p in range(TP):
+                for q in range(TQ):
+                    j = i * TT + p * TQ + q
+                    r, s = 2 * p, 2 * q
+                    a0 = _wino_a(y[r, s], y[r + 1, s])              # columns of A dy
+                    a1 = _wino_a(y[r, s + 1], y[r + 1, s + 1])
+                    _wino_put4(loc, j, 0, _wino_a(a0[0], a1[0]))   # rows of (A dy) A^T
+                    _wino_put4(loc, j, 4, _wino_a(a0[1], a1[1]))
+                    _wino_put4(loc, j, 8, _wino_a(a0[2], a1[2]))
+                    _wino_put4(loc, j, 12, _wino_a(a0[3], a1[3]))
+        _wino_scatter(loc, nb * TT, Dy, k, 0)
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def _wino_data(E, dx, n0, ph, pw, TP, TQ, pads, locs):
+    """dx[n0 + i, c] = the sum over tiles of B E B^T, placed where the forward read the tile."""
+    C, H, W = dx.shape[1], dx.shape[2], dx.shape[3]
+    TT = TP * TQ
+    nb = E.shape[2] // TT
+    for c in prange(C):
+        d, loc = pads[numba.get_thread_id()], locs[numba.get_thread_id()]
+        _wino_gather(E, c, 0, nb * TT, loc)
+        for i in range(nb):
+            for r in range(d.shape[0]):
+                for s in range(d.shape[1]):
+                    d[r, s] = 0
+            for p in range(TP):
+                for q in range(TQ):
+                    e = loc[i * TT + p * TQ + q]
+                    b0 = _wino_b(e[0], e[4], e[8], e[12])       # columns of B E
+                    b1 = _wino_b(e[1], e[5], e[9], e[13])
+                    b2 = _wino_b(e[2], e[6], e[10], e[14])
+                    b3 = _wino_b(e[3], e[7], e[11], e[15])
+                    r, s = 2 * p, 2 * q
+                    for j in range(4):
+                        row = _wino_b(b0[j], b1[j], b2[j], b3[j])
+                        d[r + j, s] += row[0]
+                        d[r + j, s + 1] += row[1]
+                        d[r + j, s + 2] += row[2]
+                        d[r + j, s + 3] += row[3]
+            dst = dx[n0 + i, c]
+            for r in range(H):
+                for s in range(W):
+                    dst[r, s] = d[r + ph, s + pw]
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def _wino_forward_gemms(U, V, M):
+    for xi in prange(16):
+        np.dot(U[xi], V[xi], M[xi])
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def _wino_data_gemms(U, Dy, E):
+    for xi in prange(16):
+        np.dot(U[xi].T, Dy[xi], E[xi])
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def _wino_weight_gemms(Dy, V, dU, tmps):
+    """dU[xi] += Dy[xi] @ V[xi]^T (tmps: one (K, C) buffer per thread)."""
+    K, C = dU.shape[1], dU.shape[2]
+    for xi in prange(16):
+        tt = tmps[numba.get_thread_id()]
+        np.dot(Dy[xi], V[xi].T, tt)
+        u = dU[xi]
+        for k in range(K):
+            for c in range(C):
+                u[k, c] += tt[k, c]
+
+
+def winograd_applies(g: ConvGeometry) -> bool:
+    """Whether numba v4 runs Winograd F(2x2, 3x3) on this geometry: a 3x3 filter, stride 1,
+    dilation 1 (any padding), and at least _WINO_MIN_CHANNELS input and output channels;
+    elsewhere it runs v3. With few channels the GEMMs are small and the transforms dominate:
+    3 -> 64 channels on 56x56 measured 3.5x slower than v3, 64 -> 128 on 28x28 even."""
+    return (g.R == 3 and g.S == 3 and g.sh == g.sw == 1 and g.dh == g.dw == 1
+            and min(g.C, g.K) >= _WINO_MIN_CHANNELS)
+
+
+class _WinoPlan(NamedTuple):
+    TP: int      # tile rows (2 output rows each)
+    TQ: int      # tile columns
+    nb: int      # images per chunk
+
+
+def _wino_plan(g: ConvGeometry, dtype, chunk_bytes: int | None = None) -> _WinoPlan:
+    TP, TQ = (g.P + 1) // 2, (g.Q + 1) // 2
+    per_image = 16 * (g.C + g.K) * TP * TQ * np.dtype(dtype).itemsize
+    budget = _WINO_CHUNK_BYTES if chunk_bytes is None else chunk_bytes
+    return _WinoPlan(TP, TQ, max(1, min(g.N, budget // per_image)))
+
+
+_WINO_WORKSPACE = threading.local()
+
+
+def _wino_workspace(name: str, shape, dtype):
+    """An uninitialised ``shape`` array over a buffer kept between calls (per Python thread,
+    name and dtype; grown when too small): fresh multi-MB buffers page-fault on their first
+    touch, which measured 3-5 ms per call on AlexNet conv4. Per dtype it holds about
+    _WINO_CHUNK_BYTES (more when one image needs more) plus 2-3 x 16*K*C of the largest layer;
+    :func:`free_winograd_workspace` lets it go."""
+    bufs = _WINO_WORKSPACE.__dict__.setdefault("bufs", {})
+    key, n = (name, np.dtype(dtype)), int(np.prod(shape))
+    buf = bufs.get(key)
+    if buf is None or buf.size < n:
+        buf = bufs[key] = np.empty(n, dtype)
+    return buf[:n].reshape(shape)
+
+
+def free_winograd_workspace() -> None:
+    """Drop the calling thread's numba v4 (Winograd) scratch buffers."""
+    _WINO_WORKSPACE.__dict__.pop("bufs", None)
+
+
+def _wino_chunks(plan: _WinoPlan, N: int, rows_a: int, rows_b: int, dtype):
+    """Yield ``(n0, A, B)`` per chunk of images: A (16, rows_a, tiles) and B (16, rows_b, tiles),
+    C-contiguous (the GEMMs need that) over the two workspace buffers."""
+    per = plan.TP * plan.TQ
+    for n0 in range(0, N, plan.nb):
+        t = min(plan.nb, N - n0) * per
+        yield (n0, _wino_workspace("a", (16, rows_a, t), dtype),
+               _wino_workspace("b", (16, rows_b, t), dtype))
+
+
+def _wino_scratch(plan: _WinoPlan, g: ConvGeometry, dtype):
+    """Per numba thread: a zero-padded plane (2TP + 2, 2TQ + 2) and a tile-major scratch
+    (a chunk's tiles or the channels, 16)."""
+    T = _threads()
+    return (_wino_workspace("pads", (T, 2 * plan.TP + 2, 2 * plan.TQ + 2), dtype),
+            _wino_workspace("locs", (T, max(plan.nb * plan.TP * plan.TQ, g.C), 16), dtype))
+
+
+def _wino_weights_of(weight, g: ConvGeometry, locs):
+    U = _wino_workspace("U", (16, g.K, g.C), weight.dtype)
+    _wino_weights(weight, U, locs, weight.dtype.type(0.5))
+    return U
+
+
+def conv2d_forward_numba_v4(x, weight, bias, stride=1, padding=0, dilation=1):
+    """Winograd F(2x2, 3x3) where :func:`winograd_applies`, else v3."""
+    x, weight, bias, _, g = check_conv2d(x, weight, bias, stride, padding, dilation)
+    if not winograd_applies(g):
+        return conv2d_forward_numba_v3(x, weight, bias, stride, padding, dilation)
+    plan = _wino_plan(g, x.dtype)
+    pads, locs = _wino_scratch(plan, g, x.dtype)
+    U = _wino_weights_of(weight, g, locs)
+    b = _bias_or_zeros(bias, g.K, x.dtype)
+    out = np.empty((g.N, g.K, g.P, g.Q), x.dtype)
+    for n0, V, M in _wino_chunks(plan, g.N, g.C, g.K, x.dtype):
+        _wino_inputs(x, n0, V, g.ph, g.pw, plan.TP, plan.TQ, pads, locs)
+        with _SingleThreadedBLAS():
+            _wino_forward_gemms(U, V, M)
+        _wino_outputs(M, b, out, n0, plan.TP, plan.TQ, locs)
+    return out
+
+
+def conv2d_backward_data_numba_v4(dout, weight, x_shape, stride=1, padding=0, dilation=1):
+    """Winograd F(2x2, 3x3) where :func:`winograd_applies`, else v3."""
+    _, weight, _, dout, g = check_conv2d(None, weight, None, stride, padding, dilation,
+                                         dout=dout, x_shape=x_shape)
+    if not winograd_applies(g):
+        return conv2d_backward_data_numba_v3(dout, weight, x_shape, stride, padding, dilation)
+    plan = _wino_plan(g, weight.dtype)
+    pads, locs = _wino_scratch(plan, g, weight.dtype)
+    U = _wino_weights_of(weight, g, locs)
+    dx = np.empty((g.N, g.C, g.H, g.W), weight.dtype)
+    for n0, Dy, E in _wino_chunks(plan, g.N, g.K, g.C, weight.dtype):
+        _wino_dout(dout, n0, Dy, plan.TP, plan.TQ, pads, locs)
+        with _SingleThreadedBLAS():
+            _wino_data_gemms(U, Dy, E)
+        _wino_data(E, dx, n0, g.ph, g.pw, plan.TP, plan.TQ, pads, locs)
+    return dx
+
+
+def conv2d_backward_weight_numba_v4(dweight, dbias, dout, x, stride=1, padding=0, dilation=1):
+    """Winograd F(2x2, 3x3) where :func:`winograd_applies`, else v3; accumulates."""
+    x, _, _, dout, g = check_conv2d(x, None, None, stride, padding, dilation,
+                                    dout=dout, dweight=dweight, dbias=dbias)
+    if not winograd_applies(g):
+        return conv2d_backward_weight_numba_v3(dweight, dbias, dout, x, stride, padding, dilation)
+    plan = _wino_plan(g, x.dtype)
+    pads, locs = _wino_scratch(plan, g, x.dtype)
+    dU = _wino_workspace("U", (16, g.K, g.C), x.dtype)
+    dU[...] = 0
+    tmps = _wino_workspace("tmps", (_threads(), g.K, g.C), x.dtype)
+    for n0, V, Dy in _wino_chunks(plan, g.N, g.C, g.K, x.dtype):
+        _wino_inputs(x, n0, V, g.ph, g.pw, plan.TP, plan.TQ, pads, locs)
+        _wino_dout(dout, n0, Dy, plan.TP, plan.TQ, pads, locs)
+        with _SingleThreadedBLAS():
+            _wino_weight_gemms(Dy, V, dU, tmps)
+    _accumulate(dweight, _wino_weight_grad, dU, locs, x.dtype.type(0.5))
+    if dbias is not None:
+        _accumulate(dbias, _backward_bias, dout)
+
+
+# ----------------------------------------------------------------------------
 # CUDA launchers (kernels/cuda/conv2d.cu): registered on "cuda" (CuPy arrays) and "cuda-emu"
 # (NumPy arrays, CPU emulator). Same validation as the CPU versions (check_conv2d with the
 # backend's array module); outputs allocated in the backend's memory.
@@ -940,8 +1345,14 @@ _register("conv2d_forward", "numba", 2, doc=_DOC_V2)(conv2d_forward_numba_v2)
 _register("conv2d_backward_data", "numba", 2, doc=_DOC_V2)(conv2d_backward_data_numba_v2)
 _register("conv2d_backward_weight", "numba", 2, doc=_DOC_V2)(conv2d_backward_weight_numba_v2)
 
-_register("conv2d_forward", "numba", 3, default=True, doc=_DOC_V3)(conv2d_forward_numba_v3)
-_register("conv2d_backward_data", "numba", 3, default=True, doc=_DOC_V3)(
-    conv2d_backward_data_numba_v3)
-_register("conv2d_backward_weight", "numba", 3, default=True, doc=_DOC_V3)(
-    conv2d_backward_weight_numba_v3)
+_register("conv2d_forward", "numba", 3, doc=_DOC_V3)(conv2d_forward_numba_v3)
+_register("conv2d_backward_data", "numba", 3, doc=_DOC_V3)(conv2d_backward_data_numba_v3)
+_register("conv2d_backward_weight", "numba", 3, doc=_DOC_V3)(conv2d_backward_weight_numba_v3)
+
+_DOC_V4 = ("Winograd F(2x2,3x3) (16 GEMMs over tiles) for 3x3 stride-1 undilated, >= 32 "
+           "channels; else v3")
+_register("conv2d_forward", "numba", 4, default=True, doc=_DOC_V4)(conv2d_forward_numba_v4)
+_register("conv2d_backward_data", "numba", 4, default=True, doc=_DOC_V4)(
+    conv2d_backward_data_numba_v4)
+_register("conv2d_backward_weight", "numba", 4, default=True, doc=_DOC_V4)(
+    conv2d_backward_weight_numba_v4)

@@ -5,7 +5,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 from kernels import registry
-from kernels.conv2d import conv2d_output_shape
+from kernels import conv2d as conv2d_module
+from kernels.conv2d import conv2d_output_shape, conv_geometry, winograd_applies
 from util import assert_close, numerical_grad
 
 OPS = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight")
@@ -67,7 +68,12 @@ def tolerances(dtype, terms):
 @pytest.mark.parametrize("version", NUMBA_VERSIONS)
 @given(case=conv_cases())
 def test_numba_matches_reference(version, case):
-    x_shape, w_shape, hp, dtype, has_bias, seed = case
+    check_against_reference(version, *case)
+
+
+def check_against_reference(version, x_shape, w_shape, hp, dtype, has_bias, seed, terms=1):
+    """numba ``version``'s forward, dx and accumulated dweight/dbias vs the float64 reference;
+    ``terms`` scales the tolerances (Winograd's transforms add up to 4x4 values per term)."""
     rng = np.random.default_rng(seed)
     N, C, H, W = x_shape
     K, _, R, S = w_shape
@@ -83,23 +89,79 @@ def test_numba_matches_reference(version, case):
     fwd, bwd_data, bwd_weight = kernels_of("numba", version)
     out = fwd(x, w, b, **hp)
     assert out.dtype == dtype and out.shape == (N, K, P, Q)
-    assert_close(f"out[v{version}]", out, out_r, **tolerances(dtype, C * R * S + 1))
+    assert_close(f"out[v{version}]", out, out_r, **tolerances(dtype, terms * (C * R * S + 1)))
 
     dx = bwd_data(dout, w, x_shape, **hp)
     assert dx.dtype == dtype
-    assert_close(f"dx[v{version}]", dx, dx_r, **tolerances(dtype, K * R * S))
+    assert_close(f"dx[v{version}]", dx, dx_r, **tolerances(dtype, terms * K * R * S))
 
     # accumulation: onto existing values, twice -> twice the gradient
     dw0 = rng.uniform(-1, 1, w_shape).astype(dtype)
     db0 = rng.uniform(-1, 1, K).astype(dtype)
     dw, db = dw0.copy(), db0.copy()
-    tol = tolerances(dtype, 2 * N * P * Q + 1)
+    tol = tolerances(dtype, terms * (2 * N * P * Q + 1))
     bwd_weight(dw, db, dout, x, **hp)
     assert_close(f"dweight[v{version}]", dw, dw0 + dw_r, **tol)
     assert_close(f"dbias[v{version}]", db, db0 + db_r, **tol)
     bwd_weight(dw, db, dout, x, **hp)
     assert_close(f"dweight twice[v{version}]", dw, dw0 + 2 * dw_r, **tol)
     assert_close(f"dbias twice[v{version}]", db, db0 + 2 * db_r, **tol)
+
+
+# numba v4 runs Winograd F(2x2, 3x3) only on 3x3 stride-1 undilated convolutions with enough
+# channels, which the random cases above never draw. Here the channel gate is lowered so
+# small cases run it: odd and even P and Q (half-used edge tiles), padding 0..3 (tiles that
+# read only padding), one output pixel, channels enough for real GEMMs.
+WINO_CASES = [(1, 1, 3, 3, 1, 0), (2, 3, 5, 7, 4, 1), (3, 2, 6, 6, 5, 2), (2, 4, 7, 4, 3, (0, 2)),
+              (1, 5, 9, 8, 2, 3), (2, 16, 13, 13, 24, 1), (1, 3, 1, 1, 2, 1)]
+
+
+@pytest.fixture
+def winograd_everywhere(monkeypatch):
+    monkeypatch.setattr(conv2d_module, "_WINO_MIN_CHANNELS", 1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", WINO_CASES, ids=lambda c: "n{}c{}h{}w{}k{}p{}".format(*c))
+def test_winograd_matches_reference(case, dtype, winograd_everywhere):
+    N, C, H, W, K, padding = case
+    hp = dict(stride=1, padding=padding, dilation=1)
+    assert winograd_applies(conv_geometry((N, C, H, W), (K, C, 3, 3), **hp))
+    check_against_reference(4, (N, C, H, W), (K, C, 3, 3), hp, dtype, True, seed=sum(case[:5]),
+                            terms=4)
+
+
+def test_winograd_in_chunks_of_images(monkeypatch, winograd_everywhere):
+    # a chunk budget below one image's transform buffers: one image per chunk
+    monkeypatch.setattr(conv2d_module, "_WINO_CHUNK_BYTES", 1)
+    assert conv2d_module._wino_plan(conv_geometry((3, 4, 6, 5), (5, 4, 3, 3), padding=1),
+                                    np.float64).nb == 1
+    check_against_reference(4, (3, 4, 6, 5), (5, 4, 3, 3), dict(padding=1), np.float64, True, 7)
+
+
+def test_winograd_workspace_is_reused_and_freed(winograd_everywhere):
+    # scratch buffers survive between calls (no page faults per call) but never the results
+    rng = np.random.default_rng(3)
+    x, w = rng.standard_normal((2, 3, 6, 6)), rng.standard_normal((4, 3, 3, 3))
+    fwd = registry.get("conv2d_forward", "numba", 4)
+    out1 = fwd(x, w, None, padding=1)
+    out2 = fwd(2 * x, w, None, padding=1)
+    assert_close("out after a second call", out1, fwd(x, w, None, padding=1), atol=0, rtol=0)
+    assert_close("2x input", out2, 2 * out1)
+    assert conv2d_module._WINO_WORKSPACE.bufs
+    conv2d_module.free_winograd_workspace()
+    assert not hasattr(conv2d_module._WINO_WORKSPACE, "bufs")
+
+
+@pytest.mark.parametrize("hp,applies", [
+    (dict(), True), (dict(padding=(2, 0)), True), (dict(stride=(1, 2)), False),
+    (dict(dilation=2), False)])
+def test_winograd_applies_to_3x3_stride_1(hp, applies):
+    assert winograd_applies(conv_geometry((1, 32, 9, 9), (32, 32, 3, 3), **hp)) is applies
+    assert not winograd_applies(conv_geometry((1, 32, 9, 9), (32, 32, 3, 2), **hp))
+    # few channels: v3 (the transforms would cost more than the GEMMs save)
+    assert not winograd_applies(conv_geometry((1, 3, 9, 9), (64, 3, 3, 3), **hp))
+    assert not winograd_applies(conv_geometry((1, 64, 9, 9), (16, 64, 3, 3), **hp))
 
 
 @pytest.mark.parametrize("backend,version", ALL_KERNELS)
