@@ -10,6 +10,7 @@ import contextlib
 import sys
 import time
 
+import kernels  # noqa: F401  (first: OPENBLAS_THREAD_TIMEOUT before NumPy loads)
 import numpy as np
 
 BACKENDS = ("numpy", "numba", "cuda")

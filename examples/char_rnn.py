@@ -31,6 +31,7 @@ import math
 import sys
 from pathlib import Path
 
+import kernels  # noqa: F401  (first: OPENBLAS_THREAD_TIMEOUT before NumPy loads)
 import numpy as np
 
 _HERE = str(Path(__file__).resolve().parent)

@@ -33,16 +33,23 @@ numba v3  the same per-image work, images in parallel: prange over N (handed out
           one all-thread GEMM per chunk. Gathering 5 AlexNet-conv3 images into the
           7.8 MB chunk took 12.4 ms against 4.0 ms into a 1.5 MB per-image buffer, and
           the forward took 152 ms against v3's 50 ms on one thread.)
-numba v4  Winograd F(2x2, 3x3) (Lavin & Gray 2016) on 3x3 stride-1 undilated convolutions
-          with >= 32 input and output channels (:func:`winograd_applies`; any padding), v3
-          elsewhere. The numba default. Each 2x2 output tile is
-          A^T [(G g G^T) . (B^T d B)] A of its 4x4 input tile d, so the work becomes 16 GEMMs
-          (one per transform-domain position) over all tiles of a chunk of images:
-          forward U (K,C) @ V (C,tiles); bwd-data U^T @ Dy with Dy = A dy A^T, then B E B^T
-          added back onto overlapping tiles; bwd-weight Dy @ V^T, then G^T dU G. 2.25x fewer
-          GEMM FLOPs than im2col; the transforms are cheap, parallel over planes (prange),
-          the 16 GEMMs run in parallel with 1-thread BLAS each. float32 error is a few times
-          im2col's (the transforms add up to 16 numbers per term).
+numba v4  shape-specialized, the numba default:
+          * Winograd F(2x2, 3x3) and F(2x2, 5x5) (Lavin & Gray 2016) on 3x3 and 5x5 stride-1
+            undilated convolutions with >= 32 input and output channels
+            (:func:`winograd_applies`; any padding). Each 2x2 output tile is
+            A^T [(G g G^T) . (B^T d B)] A of its a x a input tile d (a = R + 1), so the work
+            becomes a*a GEMMs (one per transform-domain position) over all tiles of a chunk
+            of images: forward U (K,C) @ V (C,tiles); bwd-data U^T @ Dy with Dy = A dy A^T,
+            then B E B^T added back onto overlapping tiles; bwd-weight Dy @ V^T, then
+            G^T dU G. 2.25x (3x3) and 2.78x (5x5) fewer GEMM FLOPs than im2col; the
+            transforms are cheap, parallel over planes (prange); the GEMMs run in parallel
+            with 1-thread BLAS each. float32 error: 3x3 about 1.5x im2col's; 5x5 about
+            15-40x (AlexNet conv2: 5e-6 forward, 1.5e-5 dW, relative to the largest value;
+            the 6x6 transforms have entries up to 5).
+          * 1x1 stride-1 unpadded convolutions (:func:`pointwise_applies`, N > 1): x[n] seen
+            as (C, H*W) is already the im2col matrix, so v3 without the gather: images in
+            parallel, one 1-thread GEMM each.
+          * v3 elsewhere.
 cuda v1   (kernels/cuda/conv2d.cu, on "cuda" and "cuda-emu") direct: one thread per
           output element (forward) / per input element gathering over the taps (k,r,s)
           that reach it (backward-data, no atomics); backward-weight one block per
@@ -86,6 +93,7 @@ from .cuda.common import blocks_for, ctype, device_xp, register_cuda
 from .cuda.loader import load_module
 
 __all__ = ["conv2d_output_shape", "check_conv2d", "ConvGeometry", "winograd_applies",
+           "pointwise_applies",
            "free_winograd_workspace"]
 
 
@@ -351,16 +359,31 @@ def _backward_weight_direct(dw_acc, dout, x, sh, sw, ph, pw, dh, dw):
                 dw_acc[k, c, r, s] += acc
 
 
+@njit(cache=True, inline="always")
+def _bias_grad(dout, k):
+    acc = 0.0
+    for n in range(dout.shape[0]):
+        for p in range(dout.shape[2]):
+            for q in range(dout.shape[3]):
+                acc += dout[n, k, p, q]
+    return acc
+
+
 @njit(parallel=True, fastmath=False, cache=True)
 def _backward_bias(db_acc, dout):
-    N, K, P, Q = dout.shape
-    for k in prange(K):
-        acc = 0.0
-        for n in range(N):
-            for p in range(P):
-                for q in range(Q):
-                    acc += dout[n, k, p, q]
-        db_acc[k] += acc
+    for k in prange(dout.shape[1]):
+        db_acc[k] += _bias_grad(dout, k)
+
+
+# v2 (BLAS-threaded GEMMs) sums dbias in the calling thread: numba's thread pool started right
+# after a multi-threaded OpenBLAS call waits for the core that OpenBLAS's idle worker, still
+# spinning, holds (the deepspeech conv1 backward-weight at N=1: 8.0 ms against 0.47 ms).
+# (Its own function: numba's cache would hand a py_func re-wrapped without parallel=True the
+# parallel version cached under the same name and line.)
+@njit(fastmath=False, cache=True)
+def _backward_bias_serial(db_acc, dout):
+    for k in range(dout.shape[1]):
+        db_acc[k] += _bias_grad(dout, k)
 
 
 def conv2d_forward_numba_v1(x, weight, bias, stride=1, padding=0, dilation=1):
@@ -590,7 +613,7 @@ def conv2d_backward_weight_numba_v2(dweight, dbias, dout, x, stride=1, padding=0
     _accumulate(dweight, _weight_gemm_serial_into, dout.reshape(g.N, g.K, -1), x,
                 *_gemm_geometry(g))
     if dbias is not None:
-        _accumulate(dbias, _backward_bias, dout)
+        _accumulate(dbias, _backward_bias_serial, dout)
 
 
 def conv2d_forward_numba_v3(x, weight, bias, stride=1, padding=0, dilation=1):
@@ -636,24 +659,30 @@ def conv2d_backward_weight_numba_v3(dweight, dbias, dout, x, stride=1, padding=0
 
 
 # ----------------------------------------------------------------------------
-# Numba v4: Winograd F(2x2, 3x3) for 3x3 stride-1 undilated convolutions
+# Numba v4: Winograd F(2x2, 3x3) and F(2x2, 5x5); 1x1 convolutions as plain GEMMs
 # ----------------------------------------------------------------------------
 # Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks" (2016): a 2x2 output tile
-# of one (k, c) pair from its 4x4 input tile d and 3x3 filter g is
+# of one (k, c) pair from its a x a input tile d (a = R + 1) and R x R filter g is
 #     y = A^T [ (G g G^T) ⊙ (B^T d B) ] A
-# so each of the 16 transform-domain positions xi is one GEMM over all tiles t:
+# so each of the a*a transform-domain positions xi is one GEMM over all tiles t:
 #     forward     M[xi] (K, T)  = U[xi] (K, C) @ V[xi] (C, T)     U = G g G^T, V = B^T d B
-#     bwd-data    E[xi] (C, T)  = U[xi]^T @ Dy[xi] (K, T)         Dy = A dy A^T (dL/dM)
+#     bwd-data    E[xi] (C, T)  = U[xi]^T @ Dy[xi] (K, T)         Dy = A dy A^T (dL/dM),
+#                                                                 U[xi]^T stored contiguous
 #                 dx tile       = B E B^T (dL/dd), overlapping tiles added
 #     bwd-weight  dU[xi] (K, C) = Dy[xi] @ V[xi]^T,  dW = G^T dU G
-# 16 multiplies for 4 outputs instead of 36: 2.25x fewer GEMM FLOPs than im2col (fewer where an
-# odd P or Q leaves half-used edge tiles). Tiles are numbered t = (image*TP + tile row)*TQ +
-# tile column; images go through in chunks that keep the transform buffers near
-# _WINO_CHUNK_BYTES. The 16 GEMMs run in parallel (prange, 1-thread BLAS each, like v3).
-_WINO_CHUNK_BYTES = 32 << 20
+# 3x3: 16 multiplies for 4 outputs instead of 36 (2.25x fewer GEMM FLOPs than im2col);
+# 5x5: 36 instead of 100 (2.78x), with the interpolation points 0, 1, -1, 2, -2, inf (the
+# B^T of F(4x4, 3x3)). Fewer where an odd P or Q leaves half-used edge tiles. Tiles are
+# numbered t = (image*TP + tile row)*TQ + tile column; images go through in chunks that keep
+# the transform buffers near _WINO_CHUNK_BYTES. The a*a GEMMs run in parallel (prange,
+# 1-thread BLAS each, like v3). ``k`` below is (1/2, 2, 4, 5) in the data's dtype, so that
+# float32 arithmetic stays float32 (a Python int or float constant would make it float64).
+_WINO_CHUNK_BYTES = 64 << 20     # AlexNet conv2 (5x5): 32 MB chunks 165 ms, 64 MB 156, 128 MB 144
 _WINO_MIN_CHANNELS = 32
+_WINO_SIZES = (3, 5)
 
 
+# ---- the 1-D transforms of F(2, 3) (a = 4) ----
 @njit(cache=True, inline="always")
 def _wino_g(a, b, c, half):    # G (4x3) applied to a 3-vector
     return a, half * (a + b + c), half * (a - b + c), c
@@ -684,22 +713,197 @@ def _wino_a(a, b):             # A (4x2)
     return a, a + b, a - b, -b
 
 
+# ---- the 1-D transforms of F(2, 5) (a = 6) ----
 @njit(cache=True, inline="always")
-def _wino_put4(loc, j, xi0, v):
-    loc[j, xi0] = v[0]
-    loc[j, xi0 + 1] = v[1]
-    loc[j, xi0 + 2] = v[2]
-    loc[j, xi0 + 3] = v[3]
+def _wino5_g(a, b, c, d, e):   # G (6x5); in float64 (weights: once per call, more accurate)
+    ev, od = a + c + e, b + d
+    ev2, od2 = a + 4.0 * c + 16.0 * e, 2.0 * b + 8.0 * d
+    return (0.25 * a, -(ev + od) / 6.0, (od - ev) / 6.0, (ev2 + od2) / 24.0, (ev2 - od2) / 24.0,
+            1.0 * e)
 
 
+@njit(cache=True, inline="always")
+def _wino5_gt(a, b, c, d, e, f):   # G^T (5x6)
+    s1, d1, s2, d2 = b + c, c - b, d + e, d - e
+    return (0.25 * a - s1 / 6.0 + s2 / 24.0, d1 / 6.0 + d2 / 12.0, (s2 - s1) / 6.0,
+            d1 / 6.0 + d2 / 3.0, 2.0 * s2 / 3.0 - s1 / 6.0 + f)
+
+
+@njit(cache=True, inline="always")
+def _wino5_bt(a, b, c, d, e, f, k):    # B^T (6x6)
+    two, four, five = k[1], k[2], k[3]
+    p, q = e - four * c, d - four * b     # rows 1, 2: e - 4c +- (d - 4b)
+    u, v = e - c, two * (d - b)           # rows 3, 4: e - c +- 2(d - b)
+    return four * a - five * c + e, p + q, p - q, u + v, u - v, four * b - five * d + f
+
+
+@njit(cache=True, inline="always")
+def _wino5_b(a, b, c, d, e, f, k):     # B (6x6)
+    two, four, five = k[1], k[2], k[3]
+    s, t = c - b, e - d                   # B^T's columns: 4(c - b) + 2(e - d) etc.
+    return (four * a, four * (s + f) + two * t, -five * a - four * (b + c) - (d + e),
+            (b - c) + two * (d - e) - five * f, a + b + c + d + e, f)
+
+
+@njit(cache=True, inline="always")
+def _wino5_at(a, b, c, d, e, f, two):   # A^T (2x6)
+    return a + b + c + d + e, (b - c) + two * (d - e) + f
+
+
+@njit(cache=True, inline="always")
+def _wino5_a(a, b, two):       # A (6x2)
+    return a, a + b, a - b, a + two * b, a - two * b, b
+
+
+# ---- one tile: 2-D transforms as the 1-D ones on columns, then on rows ----
+@njit(cache=True, inline="always")
+def _wino_put(loc, j, xi0, v):
+    for i in range(len(v)):
+        loc[j, xi0 + i] = v[i]
+
+
+@njit(cache=True, inline="always")
+def _wino_weight_tile(g, loc, c, R, k):
+    """loc[c] = G g G^T (g: R x R)."""
+    if R == 3:
+        c0 = _wino_g(g[0, 0], g[1, 0], g[2, 0], k[0])     # columns of G g
+        c1 = _wino_g(g[0, 1], g[1, 1], g[2, 1], k[0])
+        c2 = _wino_g(g[0, 2], g[1, 2], g[2, 2], k[0])
+        for i in range(4):                                # rows of (G g) G^T
+            _wino_put(loc, c, 4 * i, _wino_g(c0[i], c1[i], c2[i], k[0]))
+    else:
+        c0 = _wino5_g(g[0, 0], g[1, 0], g[2, 0], g[3, 0], g[4, 0])
+        c1 = _wino5_g(g[0, 1], g[1, 1], g[2, 1], g[3, 1], g[4, 1])
+        c2 = _wino5_g(g[0, 2], g[1, 2], g[2, 2], g[3, 2], g[4, 2])
+        c3 = _wino5_g(g[0, 3], g[1, 3], g[2, 3], g[3, 3], g[4, 3])
+        c4 = _wino5_g(g[0, 4], g[1, 4], g[2, 4], g[3, 4], g[4, 4])
+        for i in range(6):
+            _wino_put(loc, c, 6 * i, _wino5_g(c0[i], c1[i], c2[i], c3[i], c4[i]))
+
+
+@njit(cache=True, inline="always")
+def _wino_weight_grad_tile(u, o, R, k):
+    """o (R x R) += G^T u G (u: the a*a positions, row-major)."""
+    if R == 3:
+        h0 = _wino_gt(u[0], u[4], u[8], u[12], k[0])       # columns of G^T dU (3 rows each)
+        h1 = _wino_gt(u[1], u[5], u[9], u[13], k[0])
+        h2 = _wino_gt(u[2], u[6], u[10], u[14], k[0])
+        h3 = _wino_gt(u[3], u[7], u[11], u[15], k[0])
+        for r in range(3):
+            row = _wino_gt(h0[r], h1[r], h2[r], h3[r], k[0])
+            for s in range(3):
+                o[r, s] += row[s]
+    else:
+        h0 = _wino5_gt(u[0], u[6], u[12], u[18], u[24], u[30])
+        h1 = _wino5_gt(u[1], u[7], u[13], u[19], u[25], u[31])
+        h2 = _wino5_gt(u[2], u[8], u[14], u[20], u[26], u[32])
+        h3 = _wino5_gt(u[3], u[9], u[15], u[21], u[27], u[33])
+        h4 = _wino5_gt(u[4], u[10], u[16], u[22], u[28], u[34])
+        h5 = _wino5_gt(u[5], u[11], u[17], u[23], u[29], u[35])
+        for r in range(5):
+            row = _wino5_gt(h0[r], h1[r], h2[r], h3[r], h4[r], h5[r])
+            for s in range(5):
+                o[r, s] += row[s]
+
+
+@njit(cache=True, inline="always")
+def _wino_input_tile(d, r, s, loc, j, R, k):
+    """loc[j] = B^T d B of the a x a tile of d at (r, s)."""
+    if R == 3:
+        c0 = _wino_bt(d[r, s], d[r + 1, s], d[r + 2, s], d[r + 3, s])   # columns of B^T d
+        c1 = _wino_bt(d[r, s + 1], d[r + 1, s + 1], d[r + 2, s + 1], d[r + 3, s + 1])
+        c2 = _wino_bt(d[r, s + 2], d[r + 1, s + 2], d[r + 2, s + 2], d[r + 3, s + 2])
+        c3 = _wino_bt(d[r, s + 3], d[r + 1, s + 3], d[r + 2, s + 3], d[r + 3, s + 3])
+        for i in range(4):
+            _wino_put(loc, j, 4 * i, _wino_bt(c0[i], c1[i], c2[i], c3[i]))
+    else:
+        c0 = _wino5_bt_col(d, r, s, k)
+        c1 = _wino5_bt_col(d, r, s + 1, k)
+        c2 = _wino5_bt_col(d, r, s + 2, k)
+        c3 = _wino5_bt_col(d, r, s + 3, k)
+        c4 = _wino5_bt_col(d, r, s + 4, k)
+        c5 = _wino5_bt_col(d, r, s + 5, k)
+        for i in range(6):
+            _wino_put(loc, j, 6 * i, _wino5_bt(c0[i], c1[i], c2[i], c3[i], c4[i], c5[i], k))
+
+
+@njit(cache=True, inline="always")
+def _wino5_bt_col(d, r, s, k):
+    return _wino5_bt(d[r, s], d[r + 1, s], d[r + 2, s], d[r + 3, s], d[r + 4, s], d[r + 5, s], k)
+
+
+@njit(cache=True, inline="always")
+def _wino_output_tile(m, R, k):
+    """The 2x2 tile A^T m A as (y00, y01, y10, y11) (m: the a*a positions, row-major)."""
+    if R == 3:
+        s0 = _wino_at(m[0], m[4], m[8], m[12])          # columns of A^T M
+        s1 = _wino_at(m[1], m[5], m[9], m[13])
+        s2 = _wino_at(m[2], m[6], m[10], m[14])
+        s3 = _wino_at(m[3], m[7], m[11], m[15])
+        y0 = _wino_at(s0[0], s1[0], s2[0], s3[0])
+        y1 = _wino_at(s0[1], s1[1], s2[1], s3[1])
+    else:
+        two = k[1]
+        s0 = _wino5_at(m[0], m[6], m[12], m[18], m[24], m[30], two)
+        s1 = _wino5_at(m[1], m[7], m[13], m[19], m[25], m[31], two)
+        s2 = _wino5_at(m[2], m[8], m[14], m[20], m[26], m[32], two)
+        s3 = _wino5_at(m[3], m[9], m[15], m[21], m[27], m[33], two)
+        s4 = _wino5_at(m[4], m[10], m[16], m[22], m[28], m[34], two)
+        s5 = _wino5_at(m[5], m[11], m[17], m[23], m[29], m[35], two)
+        y0 = _wino5_at(s0[0], s1[0], s2[0], s3[0], s4[0], s5[0], two)
+        y1 = _wino5_at(s0[1], s1[1], s2[1], s3[1], s4[1], s5[1], two)
+    return y0[0], y0[1], y1[0], y1[1]
+
+
+@njit(cache=True, inline="always")
+def _wino_dout_tile(y, r, s, loc, j, R, k):
+    """loc[j] = A dy A^T of the 2x2 tile dy of y at (r, s)."""
+    if R == 3:
+        a0 = _wino_a(y[r, s], y[r + 1, s])              # columns of A dy
+        a1 = _wino_a(y[r, s + 1], y[r + 1, s + 1])
+        for i in range(4):                              # rows of (A dy) A^T
+            _wino_put(loc, j, 4 * i, _wino_a(a0[i], a1[i]))
+    else:
+        a0 = _wino5_a(y[r, s], y[r + 1, s], k[1])
+        a1 = _wino5_a(y[r, s + 1], y[r + 1, s + 1], k[1])
+        for i in range(6):
+            _wino_put(loc, j, 6 * i, _wino5_a(a0[i], a1[i], k[1]))
+
+
+@njit(cache=True, inline="always")
+def _wino_data_tile(e, d, r, s, R, k):
+    """d's a x a tile at (r, s) += B e B^T (e: the a*a positions, row-major)."""
+    if R == 3:
+        b0 = _wino_b(e[0], e[4], e[8], e[12])           # columns of B E
+        b1 = _wino_b(e[1], e[5], e[9], e[13])
+        b2 = _wino_b(e[2], e[6], e[10], e[14])
+        b3 = _wino_b(e[3], e[7], e[11], e[15])
+        for i in range(4):
+            row = _wino_b(b0[i], b1[i], b2[i], b3[i])
+            for jj in range(4):
+                d[r + i, s + jj] += row[jj]
+    else:
+        b0 = _wino5_b(e[0], e[6], e[12], e[18], e[24], e[30], k)
+        b1 = _wino5_b(e[1], e[7], e[13], e[19], e[25], e[31], k)
+        b2 = _wino5_b(e[2], e[8], e[14], e[20], e[26], e[32], k)
+        b3 = _wino5_b(e[3], e[9], e[15], e[21], e[27], e[33], k)
+        b4 = _wino5_b(e[4], e[10], e[16], e[22], e[28], e[34], k)
+        b5 = _wino5_b(e[5], e[11], e[17], e[23], e[29], e[35], k)
+        for i in range(6):
+            row = _wino5_b(b0[i], b1[i], b2[i], b3[i], b4[i], b5[i], k)
+            for jj in range(6):
+                d[r + i, s + jj] += row[jj]
+
+
+# ---- kernels: parallel over planes (transforms) or positions xi (GEMMs) ----
 # Each transform task owns one row of the GEMM operands (a channel c or a filter k, every image
-# of the chunk), works in a thread's tile-major scratch loc (tiles, 16) and moves it to or from
-# the GEMMs' (16, rows, tiles) layout as 16 contiguous runs: writing each tile's 16 values
-# straight into 16 far-apart rows measured 2.5x slower.
+# of the chunk), works in a thread's tile-major scratch loc (tiles, a*a) and moves it to or
+# from the GEMMs' (a*a, rows, tiles) layout as a*a contiguous runs: writing each tile's values
+# straight into a*a far-apart rows measured 2.5x slower.
 @njit(cache=True, inline="always")
 def _wino_scatter(loc, n, dst, row, t0):
     """dst[xi, row, t0 + j] = loc[j, xi] for j < n."""
-    for xi in range(16):
+    for xi in range(dst.shape[0]):
         d = dst[xi, row]
         for j in range(n):
             d[t0 + j] = loc[j, xi]
@@ -708,50 +912,45 @@ def _wino_scatter(loc, n, dst, row, t0):
 @njit(cache=True, inline="always")
 def _wino_gather(src, row, t0, n, loc):
     """loc[j, xi] = src[xi, row, t0 + j] for j < n."""
-    for xi in range(16):
+    for xi in range(src.shape[0]):
         s = src[xi, row]
         for j in range(n):
             loc[j, xi] = s[t0 + j]
 
 
 @njit(parallel=True, fastmath=False, cache=True)
-def _wino_weights(w, U, locs, half):
-    """U[xi, k, c] = (G w[k, c] G^T)[xi]. (``half``: 0.5 in w's dtype, so that float32 stays
-    float32.)"""
-    K, C = w.shape[0], w.shape[1]
-    for k in prange(K):
+def _wino_weights(w, U, locs, k):
+    """U[xi, k, c] = (G w[k, c] G^T)[xi]."""
+    K, C, R = w.shape[0], w.shape[1], w.shape[2]
+    for kk in prange(K):
         loc = locs[numba.get_thread_id()]
         for c in range(C):
-            g = w[k, c]
-            c0 = _wino_g(g[0, 0], g[1, 0], g[2, 0], half)     # columns of G g
-            c1 = _wino_g(g[0, 1], g[1, 1], g[2, 1], half)
-            c2 = _wino_g(g[0, 2], g[1, 2], g[2, 2], half)
-            _wino_put4(loc, c, 0, _wino_g(c0[0], c1[0], c2[0], half))   # rows of (G g) G^T
-            _wino_put4(loc, c, 4, _wino_g(c0[1], c1[1], c2[1], half))
-            _wino_put4(loc, c, 8, _wino_g(c0[2], c1[2], c2[2], half))
-            _wino_put4(loc, c, 12, _wino_g(c0[3], c1[3], c2[3], half))
-        _wino_scatter(loc, C, U, k, 0)
+            _wino_weight_tile(w[kk, c], loc, c, R, k)
+        _wino_scatter(loc, C, U, kk, 0)
 
 
 @njit(parallel=True, fastmath=False, cache=True)
-def _wino_weight_grad(dw_acc, dU, locs, half):
-    """dw_acc[k, c] += G^T dU[:, k, c] G (the 16 xi as a 4x4 matrix)."""
-    K, C = dw_acc.shape[0], dw_acc.shape[1]
-    for k in prange(K):
+def _wino_weights_transposed(w, UT, locs, k):
+    """UT[xi, c, k] = (G w[k, c] G^T)[xi]: U[xi]^T stored C-contiguous for the data GEMMs
+    (OpenBLAS's transposed-A path on a U[xi].T view measured 2.2-2.5x slower: 16 GEMMs of
+    (256 x 512) @ (512 x 32), 3.3-3.9 ms against 1.5-1.6 ms)."""
+    K, C, R = w.shape[0], w.shape[1], w.shape[2]
+    for c in prange(C):
         loc = locs[numba.get_thread_id()]
-        _wino_gather(dU, k, 0, C, loc)
+        for kk in range(K):
+            _wino_weight_tile(w[kk, c], loc, kk, R, k)
+        _wino_scatter(loc, K, UT, c, 0)
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def _wino_weight_grad(dw_acc, dU, locs, k):
+    """dw_acc[k, c] += G^T dU[:, k, c] G (the a*a xi as an a x a matrix)."""
+    K, C, R = dw_acc.shape[0], dw_acc.shape[1], dw_acc.shape[2]
+    for kk in prange(K):
+        loc = locs[numba.get_thread_id()]
+        _wino_gather(dU, kk, 0, C, loc)
         for c in range(C):
-            u = loc[c]
-            h0 = _wino_gt(u[0], u[4], u[8], u[12], half)       # columns of G^T dU (3 rows each)
-            h1 = _wino_gt(u[1], u[5], u[9], u[13], half)
-            h2 = _wino_gt(u[2], u[6], u[10], u[14], half)
-            h3 = _wino_gt(u[3], u[7], u[11], u[15], half)
-            o = dw_acc[k, c]
-            for r in range(3):
-                row = _wino_gt(h0[r], h1[r], h2[r], h3[r], half)
-                o[r, 0] += row[0]
-                o[r, 1] += row[1]
-                o[r, 2] += row[2]
+            _wino_weight_grad_tile(loc[c], dw_acc[kk, c], R, k)
 
 
 @njit(cache=True, inline="always")
@@ -766,9 +965,10 @@ def _wino_pad_plane(src, d, ph, pw):
 
 
 @njit(parallel=True, fastmath=False, cache=True)
-def _wino_inputs(x, n0, V, ph, pw, TP, TQ, pads, locs):
-    """V[xi, c, t] = (B^T d B)[xi] for every 4x4 tile d of images n0.. (as many as V holds):
-    tile (p, q) reads rows 2p - ph .. +3, columns 2q - pw .. +3 of the zero-padded plane."""
+def _wino_inputs(x, n0, V, ph, pw, TP, TQ, R, pads, locs, k):
+    """V[xi, c, t] = (B^T d B)[xi] for every a x a tile d of images n0.. (as many as V holds):
+    tile (p, q) reads rows 2p - ph .. 2p - ph + R, columns likewise, of the zero-padded
+    plane."""
     C = x.shape[1]
     TT = TP * TQ
     nb = V.shape[2] // TT
@@ -778,75 +978,53 @@ def _wino_inputs(x, n0, V, ph, pw, TP, TQ, pads, locs):
             _wino_pad_plane(x[n0 + i, c], d, ph, pw)
             for p in range(TP):
                 for q in range(TQ):
-                    j = i * TT + p * TQ + q
-                    r, s = 2 * p, 2 * q
-                    c0 = _wino_bt(d[r, s], d[r + 1, s], d[r + 2, s], d[r + 3, s])  # cols of B^T d
-                    c1 = _wino_bt(d[r, s + 1], d[r + 1, s + 1], d[r + 2, s + 1], d[r + 3, s + 1])
-                    c2 = _wino_bt(d[r, s + 2], d[r + 1, s + 2], d[r + 2, s + 2], d[r + 3, s + 2])
-                    c3 = _wino_bt(d[r, s + 3], d[r + 1, s + 3], d[r + 2, s + 3], d[r + 3, s + 3])
-                    _wino_put4(loc, j, 0, _wino_bt(c0[0], c1[0], c2[0], c3[0]))
-                    _wino_put4(loc, j, 4, _wino_bt(c0[1], c1[1], c2[1], c3[1]))
-                    _wino_put4(loc, j, 8, _wino_bt(c0[2], c1[2], c2[2], c3[2]))
-                    _wino_put4(loc, j, 12, _wino_bt(c0[3], c1[3], c2[3], c3[3]))
+                    _wino_input_tile(d, 2 * p, 2 * q, loc, i * TT + p * TQ + q, R, k)
         _wino_scatter(loc, nb * TT, V, c, 0)
 
 
 @njit(parallel=True, fastmath=False, cache=True)
-def _wino_outputs(M, b, out, n0, TP, TQ, locs):
+def _wino_outputs(M, b, out, n0, TP, TQ, R, locs, k):
     """out[n0 + i, k] = A^T M A per tile, + bias (edge tiles cut at P, Q)."""
     K, P, Q = out.shape[1], out.shape[2], out.shape[3]
     TT = TP * TQ
     nb = M.shape[2] // TT
-    for k in prange(K):
+    for kk in prange(K):
         loc = locs[numba.get_thread_id()]
-        _wino_gather(M, k, 0, nb * TT, loc)
-        bk = b[k]
+        _wino_gather(M, kk, 0, nb * TT, loc)
+        bk = b[kk]
         for i in range(nb):
-            o = out[n0 + i, k]
+            o = out[n0 + i, kk]
             for p in range(TP):
                 for q in range(TQ):
-                    m = loc[i * TT + p * TQ + q]
-                    s0 = _wino_at(m[0], m[4], m[8], m[12])       # columns of A^T M
-                    s1 = _wino_at(m[1], m[5], m[9], m[13])
-                    s2 = _wino_at(m[2], m[6], m[10], m[14])
-                    s3 = _wino_at(m[3], m[7], m[11], m[15])
-                    y0 = _wino_at(s0[0], s1[0], s2[0], s3[0])
-                    y1 = _wino_at(s0[1], s1[1], s2[1], s3[1])
+                    y00, y01, y10, y11 = _wino_output_tile(loc[i * TT + p * TQ + q], R, k)
                     r, s = 2 * p, 2 * q
-                    o[r, s] = y0[0] + bk
+                    o[r, s] = y00 + bk
                     if s + 1 < Q:
-                        o[r, s + 1] = y0[1] + bk
+                        o[r, s + 1] = y01 + bk
                     if r + 1 < P:
-                        o[r + 1, s] = y1[0] + bk
+                        o[r + 1, s] = y10 + bk
                         if s + 1 < Q:
-                            o[r + 1, s + 1] = y1[1] + bk
+                            o[r + 1, s + 1] = y11 + bk
 
 
 @njit(parallel=True, fastmath=False, cache=True)
-def _wino_dout(dout, n0, Dy, TP, TQ, pads, locs):
+def _wino_dout(dout, n0, Dy, TP, TQ, R, pads, locs, k):
     """Dy[xi, k, t] = (A dy A^T)[xi] for every 2x2 tile dy of dout (zero past P, Q)."""
     K = dout.shape[1]
     TT = TP * TQ
     nb = Dy.shape[2] // TT
-    for k in prange(K):
+    for kk in prange(K):
         y, loc = pads[numba.get_thread_id()], locs[numba.get_thread_id()]
         for i in range(nb):
-            _wino_pad_plane(dout[n0 + i, k], y, 0, 0)
+            _wino_pad_plane(dout[n0 + i, kk], y, 0, 0)
             for p in range(TP):
                 for q in range(TQ):
-                    j = i * TT + p * TQ + q
-                    r, s = 2 * p, 2 * q
-                    a0 = _wino_a(y[r, s], y[r + 1, s])              # columns of A dy
-                    a1 = _wino_a(y[r, s + 1], y[r + 1, s + 1])
-                    _wino_put4(loc, j, 0, _wino_a(a0[0], a1[0]))   # rows of (A dy) A^T
-                    _wino_put4(loc, j, 4, _wino_a(a0[1], a1[1]))
-                    _wino_put4(loc, j, 8, _wino_a(a0[2], a1[2]))
-                    _wino_put4(loc, j, 12, _wino_a(a0[3], a1[3]))
-        _wino_scatter(loc, nb * TT, Dy, k, 0)
+                    _wino_dout_tile(y, 2 * p, 2 * q, loc, i * TT + p * TQ + q, R, k)
+        _wino_scatter(loc, nb * TT, Dy, kk, 0)
 
 
 @njit(parallel=True, fastmath=False, cache=True)
-def _wino_data(E, dx, n0, ph, pw, TP, TQ, pads, locs):
+def _wino_data(E, dx, n0, ph, pw, TP, TQ, R, pads, locs, k):
     """dx[n0 + i, c] = the sum over tiles of B E B^T, placed where the forward read the tile."""
     C, H, W = dx.shape[1], dx.shape[2], dx.shape[3]
     TT = TP * TQ
@@ -860,18 +1038,7 @@ def _wino_data(E, dx, n0, ph, pw, TP, TQ, pads, locs):
                     d[r, s] = 0
             for p in range(TP):
                 for q in range(TQ):
-                    e = loc[i * TT + p * TQ + q]
-                    b0 = _wino_b(e[0], e[4], e[8], e[12])       # columns of B E
-                    b1 = _wino_b(e[1], e[5], e[9], e[13])
-                    b2 = _wino_b(e[2], e[6], e[10], e[14])
-                    b3 = _wino_b(e[3], e[7], e[11], e[15])
-                    r, s = 2 * p, 2 * q
-                    for j in range(4):
-                        row = _wino_b(b0[j], b1[j], b2[j], b3[j])
-                        d[r + j, s] += row[0]
-                        d[r + j, s + 1] += row[1]
-                        d[r + j, s + 2] += row[2]
-                        d[r + j, s + 3] += row[3]
+                    _wino_data_tile(loc[i * TT + p * TQ + q], d, 2 * p, 2 * q, R, k)
             dst = dx[n0 + i, c]
             for r in range(H):
                 for s in range(W):
@@ -880,49 +1047,65 @@ def _wino_data(E, dx, n0, ph, pw, TP, TQ, pads, locs):
 
 @njit(parallel=True, fastmath=False, cache=True)
 def _wino_forward_gemms(U, V, M):
-    for xi in prange(16):
+    for xi in prange(U.shape[0]):
         np.dot(U[xi], V[xi], M[xi])
 
 
 @njit(parallel=True, fastmath=False, cache=True)
-def _wino_data_gemms(U, Dy, E):
-    for xi in prange(16):
-        np.dot(U[xi].T, Dy[xi], E[xi])
+def _wino_data_gemms(UT, Dy, E):
+    for xi in prange(UT.shape[0]):
+        np.dot(UT[xi], Dy[xi], E[xi])
 
 
 @njit(parallel=True, fastmath=False, cache=True)
 def _wino_weight_gemms(Dy, V, dU, tmps):
     """dU[xi] += Dy[xi] @ V[xi]^T (tmps: one (K, C) buffer per thread)."""
     K, C = dU.shape[1], dU.shape[2]
-    for xi in prange(16):
+    for xi in prange(dU.shape[0]):
         tt = tmps[numba.get_thread_id()]
         np.dot(Dy[xi], V[xi].T, tt)
         u = dU[xi]
-        for k in range(K):
+        for kk in range(K):
             for c in range(C):
-                u[k, c] += tt[k, c]
+                u[kk, c] += tt[kk, c]
 
 
 def winograd_applies(g: ConvGeometry) -> bool:
-    """Whether numba v4 runs Winograd F(2x2, 3x3) on this geometry: a 3x3 filter, stride 1,
-    dilation 1 (any padding), and at least _WINO_MIN_CHANNELS input and output channels;
-    elsewhere it runs v3. With few channels the GEMMs are small and the transforms dominate:
-    3 -> 64 channels on 56x56 measured 3.5x slower than v3, 64 -> 128 on 28x28 even."""
-    return (g.R == 3 and g.S == 3 and g.sh == g.sw == 1 and g.dh == g.dw == 1
+    """Whether numba v4 runs Winograd on this geometry: a 3x3 or 5x5 filter, stride 1,
+    dilation 1 (any padding), and at least _WINO_MIN_CHANNELS input and output channels.
+    With few channels the GEMMs are small and the transforms dominate: 3 -> 64 channels on
+    56x56 measured 3.5x slower than v3, 64 -> 128 on 28x28 even."""
+    return (g.R == g.S and g.R in _WINO_SIZES and g.sh == g.sw == 1 and g.dh == g.dw == 1
             and min(g.C, g.K) >= _WINO_MIN_CHANNELS)
+
+
+def pointwise_applies(g: ConvGeometry) -> bool:
+    """Whether numba v4 runs a 1x1 convolution as a plain GEMM per image (1x1 filter, stride
+    1, no padding: x[n] viewed as (C, H*W) is already the im2col matrix)."""
+    return g.R == g.S == 1 and g.sh == g.sw == 1 and g.ph == g.pw == 0
 
 
 class _WinoPlan(NamedTuple):
     TP: int      # tile rows (2 output rows each)
     TQ: int      # tile columns
     nb: int      # images per chunk
+    R: int       # filter size (3 or 5); tiles are a x a, a = R + 1
+    XI: int      # transform-domain positions a*a
 
 
 def _wino_plan(g: ConvGeometry, dtype, chunk_bytes: int | None = None) -> _WinoPlan:
     TP, TQ = (g.P + 1) // 2, (g.Q + 1) // 2
-    per_image = 16 * (g.C + g.K) * TP * TQ * np.dtype(dtype).itemsize
+    XI = (g.R + 1) ** 2
+    per_image = XI * (g.C + g.K) * TP * TQ * np.dtype(dtype).itemsize
     budget = _WINO_CHUNK_BYTES if chunk_bytes is None else chunk_bytes
-    return _WinoPlan(TP, TQ, max(1, min(g.N, budget // per_image)))
+    most = max(1, min(g.N, budget // per_image))
+    chunks = -(-g.N // most)
+    return _WinoPlan(TP, TQ, -(-g.N // chunks), g.R, XI)    # chunks of (nearly) equal size
+
+
+def _wino_constants(dtype):
+    t = np.dtype(dtype).type
+    return (t(0.5), t(2), t(4), t(5))
 
 
 _WINO_WORKSPACE = threading.local()
@@ -932,8 +1115,8 @@ def _wino_workspace(name: str, shape, dtype):
     """An uninitialised ``shape`` array over a buffer kept between calls (per Python thread,
     name and dtype; grown when too small): fresh multi-MB buffers page-fault on their first
     touch, which measured 3-5 ms per call on AlexNet conv4. Per dtype it holds about
-    _WINO_CHUNK_BYTES (more when one image needs more) plus 2-3 x 16*K*C of the largest layer;
-    :func:`free_winograd_workspace` lets it go."""
+    _WINO_CHUNK_BYTES (more when one image needs more) plus 2-3 x a*a*K*C of the largest
+    layer; :func:`free_winograd_workspace` lets it go."""
     bufs = _WINO_WORKSPACE.__dict__.setdefault("bufs", {})
     key, n = (name, np.dtype(dtype)), int(np.prod(shape))
     buf = bufs.get(key)
@@ -948,82 +1131,132 @@ def free_winograd_workspace() -> None:
 
 
 def _wino_chunks(plan: _WinoPlan, N: int, rows_a: int, rows_b: int, dtype):
-    """Yield ``(n0, A, B)`` per chunk of images: A (16, rows_a, tiles) and B (16, rows_b, tiles),
-    C-contiguous (the GEMMs need that) over the two workspace buffers."""
+    """Yield ``(n0, A, B)`` per chunk of images: A (a*a, rows_a, tiles) and B (a*a, rows_b,
+    tiles), C-contiguous (the GEMMs need that) over the two workspace buffers."""
     per = plan.TP * plan.TQ
     for n0 in range(0, N, plan.nb):
         t = min(plan.nb, N - n0) * per
-        yield (n0, _wino_workspace("a", (16, rows_a, t), dtype),
-               _wino_workspace("b", (16, rows_b, t), dtype))
+        yield (n0, _wino_workspace("a", (plan.XI, rows_a, t), dtype),
+               _wino_workspace("b", (plan.XI, rows_b, t), dtype))
 
 
 def _wino_scratch(plan: _WinoPlan, g: ConvGeometry, dtype):
-    """Per numba thread: a zero-padded plane (2TP + 2, 2TQ + 2) and a tile-major scratch
-    (a chunk's tiles or the channels, 16)."""
+    """Per numba thread: a zero-padded plane (2TP + R - 1, 2TQ + R - 1) and a tile-major
+    scratch (a chunk's tiles or the channels, a*a)."""
     T = _threads()
-    return (_wino_workspace("pads", (T, 2 * plan.TP + 2, 2 * plan.TQ + 2), dtype),
-            _wino_workspace("locs", (T, max(plan.nb * plan.TP * plan.TQ, g.C), 16), dtype))
+    return (_wino_workspace("pads", (T, 2 * plan.TP + g.R - 1, 2 * plan.TQ + g.R - 1), dtype),
+            _wino_workspace("locs", (T, max(plan.nb * plan.TP * plan.TQ, g.C, g.K), plan.XI),
+                            dtype))
 
 
-def _wino_weights_of(weight, g: ConvGeometry, locs):
-    U = _wino_workspace("U", (16, g.K, g.C), weight.dtype)
-    _wino_weights(weight, U, locs, weight.dtype.type(0.5))
+def _wino_weights_of(weight, g: ConvGeometry, plan: _WinoPlan, locs, k):
+    U = _wino_workspace("U", (plan.XI, g.K, g.C), weight.dtype)
+    _wino_weights(weight, U, locs, k)
     return U
 
 
+# ---- 1x1: x[n] (C, H*W) is its own im2col matrix ----
+@njit(parallel=True, fastmath=False, cache=True)
+def _pointwise_forward(x3, wm, b, out3):
+    for n in prange(x3.shape[0]):
+        np.dot(wm, x3[n], out3[n])
+        _add_bias(out3[n], b)
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def _pointwise_backward_data(dout3, wm, dx3):
+    wmT = wm.T
+    for n in prange(dout3.shape[0]):
+        np.dot(wmT, dout3[n], dx3[n])
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def _pointwise_backward_weight(part, dout3, x3):
+    """part[t] += this thread's images' dW (K, C); the caller sums over t."""
+    T, K, C = part.shape
+    tmps = np.empty((T, K, C), x3.dtype)
+    for n in prange(x3.shape[0]):
+        t = numba.get_thread_id()
+        pt, tt = part[t], tmps[t]
+        np.dot(dout3[n], x3[n].T, tt)
+        for kk in range(K):
+            for c in range(C):
+                pt[kk, c] += tt[kk, c]
+
+
 def conv2d_forward_numba_v4(x, weight, bias, stride=1, padding=0, dilation=1):
-    """Winograd F(2x2, 3x3) where :func:`winograd_applies`, else v3."""
+    """Winograd where :func:`winograd_applies`, a GEMM per image where
+    :func:`pointwise_applies`, else v3."""
     x, weight, bias, _, g = check_conv2d(x, weight, bias, stride, padding, dilation)
+    b = _bias_or_zeros(bias, g.K, x.dtype)
+    if pointwise_applies(g) and g.N > 1:
+        out = np.empty((g.N, g.K, g.P * g.Q), x.dtype)
+        with _SingleThreadedBLAS():
+            _pointwise_forward(x.reshape(g.N, g.C, -1), weight.reshape(g.K, g.C), b, out)
+        return out.reshape(g.N, g.K, g.P, g.Q)
     if not winograd_applies(g):
         return conv2d_forward_numba_v3(x, weight, bias, stride, padding, dilation)
-    plan = _wino_plan(g, x.dtype)
+    plan, k = _wino_plan(g, x.dtype), _wino_constants(x.dtype)
     pads, locs = _wino_scratch(plan, g, x.dtype)
-    U = _wino_weights_of(weight, g, locs)
-    b = _bias_or_zeros(bias, g.K, x.dtype)
+    U = _wino_weights_of(weight, g, plan, locs, k)
     out = np.empty((g.N, g.K, g.P, g.Q), x.dtype)
     for n0, V, M in _wino_chunks(plan, g.N, g.C, g.K, x.dtype):
-        _wino_inputs(x, n0, V, g.ph, g.pw, plan.TP, plan.TQ, pads, locs)
+        _wino_inputs(x, n0, V, g.ph, g.pw, plan.TP, plan.TQ, g.R, pads, locs, k)
         with _SingleThreadedBLAS():
             _wino_forward_gemms(U, V, M)
-        _wino_outputs(M, b, out, n0, plan.TP, plan.TQ, locs)
+        _wino_outputs(M, b, out, n0, plan.TP, plan.TQ, g.R, locs, k)
     return out
 
 
 def conv2d_backward_data_numba_v4(dout, weight, x_shape, stride=1, padding=0, dilation=1):
-    """Winograd F(2x2, 3x3) where :func:`winograd_applies`, else v3."""
+    """Winograd where :func:`winograd_applies`, a GEMM per image where
+    :func:`pointwise_applies`, else v3."""
     _, weight, _, dout, g = check_conv2d(None, weight, None, stride, padding, dilation,
                                          dout=dout, x_shape=x_shape)
+    if pointwise_applies(g) and g.N > 1:
+        dx = np.empty((g.N, g.C, g.H * g.W), weight.dtype)
+        with _SingleThreadedBLAS():
+            _pointwise_backward_data(dout.reshape(g.N, g.K, -1), weight.reshape(g.K, g.C), dx)
+        return dx.reshape(g.N, g.C, g.H, g.W)
     if not winograd_applies(g):
         return conv2d_backward_data_numba_v3(dout, weight, x_shape, stride, padding, dilation)
-    plan = _wino_plan(g, weight.dtype)
+    plan, k = _wino_plan(g, weight.dtype), _wino_constants(weight.dtype)
     pads, locs = _wino_scratch(plan, g, weight.dtype)
-    U = _wino_weights_of(weight, g, locs)
+    UT = _wino_workspace("U", (plan.XI, g.C, g.K), weight.dtype)
+    _wino_weights_transposed(weight, UT, locs, k)
     dx = np.empty((g.N, g.C, g.H, g.W), weight.dtype)
     for n0, Dy, E in _wino_chunks(plan, g.N, g.K, g.C, weight.dtype):
-        _wino_dout(dout, n0, Dy, plan.TP, plan.TQ, pads, locs)
+        _wino_dout(dout, n0, Dy, plan.TP, plan.TQ, g.R, pads, locs, k)
         with _SingleThreadedBLAS():
-            _wino_data_gemms(U, Dy, E)
-        _wino_data(E, dx, n0, g.ph, g.pw, plan.TP, plan.TQ, pads, locs)
+            _wino_data_gemms(UT, Dy, E)
+        _wino_data(E, dx, n0, g.ph, g.pw, plan.TP, plan.TQ, g.R, pads, locs, k)
     return dx
 
 
 def conv2d_backward_weight_numba_v4(dweight, dbias, dout, x, stride=1, padding=0, dilation=1):
-    """Winograd F(2x2, 3x3) where :func:`winograd_applies`, else v3; accumulates."""
+    """Winograd where :func:`winograd_applies`, a GEMM per image where
+    :func:`pointwise_applies`, else v3; accumulates."""
     x, _, _, dout, g = check_conv2d(x, None, None, stride, padding, dilation,
                                     dout=dout, dweight=dweight, dbias=dbias)
-    if not winograd_applies(g):
-        return conv2d_backward_weight_numba_v3(dweight, dbias, dout, x, stride, padding, dilation)
-    plan = _wino_plan(g, x.dtype)
-    pads, locs = _wino_scratch(plan, g, x.dtype)
-    dU = _wino_workspace("U", (16, g.K, g.C), x.dtype)
-    dU[...] = 0
-    tmps = _wino_workspace("tmps", (_threads(), g.K, g.C), x.dtype)
-    for n0, V, Dy in _wino_chunks(plan, g.N, g.C, g.K, x.dtype):
-        _wino_inputs(x, n0, V, g.ph, g.pw, plan.TP, plan.TQ, pads, locs)
-        _wino_dout(dout, n0, Dy, plan.TP, plan.TQ, pads, locs)
+    if pointwise_applies(g) and g.N > 1:
+        part = np.zeros((_threads(), g.K, g.C), x.dtype)
         with _SingleThreadedBLAS():
-            _wino_weight_gemms(Dy, V, dU, tmps)
-    _accumulate(dweight, _wino_weight_grad, dU, locs, x.dtype.type(0.5))
+            _pointwise_backward_weight(part, dout.reshape(g.N, g.K, -1), x.reshape(g.N, g.C, -1))
+        dweight += part.sum(axis=0).reshape(dweight.shape)
+    elif not winograd_applies(g):
+        return conv2d_backward_weight_numba_v3(dweight, dbias, dout, x, stride, padding, dilation)
+    else:
+        plan, k = _wino_plan(g, x.dtype), _wino_constants(x.dtype)
+        pads, locs = _wino_scratch(plan, g, x.dtype)
+        dU = _wino_workspace("U", (plan.XI, g.K, g.C), x.dtype)
+        dU[...] = 0
+        tmps = _wino_workspace("tmps", (_threads(), g.K, g.C), x.dtype)
+        for n0, V, Dy in _wino_chunks(plan, g.N, g.C, g.K, x.dtype):
+            _wino_inputs(x, n0, V, g.ph, g.pw, plan.TP, plan.TQ, g.R, pads, locs, k)
+            _wino_dout(dout, n0, Dy, plan.TP, plan.TQ, g.R, pads, locs, k)
+            with _SingleThreadedBLAS():
+                _wino_weight_gemms(Dy, V, dU, tmps)
+        _accumulate(dweight, _wino_weight_grad, dU, locs, k)
     if dbias is not None:
         _accumulate(dbias, _backward_bias, dout)
 
@@ -1349,8 +1582,8 @@ _register("conv2d_forward", "numba", 3, doc=_DOC_V3)(conv2d_forward_numba_v3)
 _register("conv2d_backward_data", "numba", 3, doc=_DOC_V3)(conv2d_backward_data_numba_v3)
 _register("conv2d_backward_weight", "numba", 3, doc=_DOC_V3)(conv2d_backward_weight_numba_v3)
 
-_DOC_V4 = ("Winograd F(2x2,3x3) (16 GEMMs over tiles) for 3x3 stride-1 undilated, >= 32 "
-           "channels; else v3")
+_DOC_V4 = ("Winograd F(2x2,3x3) / F(2x2,5x5) (16 / 36 GEMMs over tiles) for 3x3 / 5x5 stride-1 "
+           "undilated, >= 32 channels; 1x1 stride-1 as one GEMM per image; else v3")
 _register("conv2d_forward", "numba", 4, default=True, doc=_DOC_V4)(conv2d_forward_numba_v4)
 _register("conv2d_backward_data", "numba", 4, default=True, doc=_DOC_V4)(
     conv2d_backward_data_numba_v4)

@@ -5,6 +5,7 @@ budget on 2 cores; ``HYPOTHESIS_PROFILE=thorough`` runs many more.
 """
 import os
 
+import kernels  # noqa: F401  (first: OPENBLAS_THREAD_TIMEOUT before NumPy loads)
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings

@@ -6,7 +6,8 @@ from hypothesis import given, strategies as st
 
 from kernels import registry
 from kernels import conv2d as conv2d_module
-from kernels.conv2d import conv2d_output_shape, conv_geometry, winograd_applies
+from kernels.conv2d import (conv2d_forward_numpy, conv2d_output_shape, conv_geometry,
+                            pointwise_applies, winograd_applies)
 from util import assert_close, numerical_grad
 
 OPS = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight")
@@ -108,12 +109,12 @@ def check_against_reference(version, x_shape, w_shape, hp, dtype, has_bias, seed
     assert_close(f"dbias twice[v{version}]", db, db0 + 2 * db_r, **tol)
 
 
-# numba v4 runs Winograd F(2x2, 3x3) only on 3x3 stride-1 undilated convolutions with enough
-# channels, which the random cases above never draw. Here the channel gate is lowered so
-# small cases run it: odd and even P and Q (half-used edge tiles), padding 0..3 (tiles that
-# read only padding), one output pixel, channels enough for real GEMMs.
-WINO_CASES = [(1, 1, 3, 3, 1, 0), (2, 3, 5, 7, 4, 1), (3, 2, 6, 6, 5, 2), (2, 4, 7, 4, 3, (0, 2)),
-              (1, 5, 9, 8, 2, 3), (2, 16, 13, 13, 24, 1), (1, 3, 1, 1, 2, 1)]
+# numba v4 runs Winograd F(2x2, 3x3) / F(2x2, 5x5) only on 3x3 / 5x5 stride-1 undilated
+# convolutions with enough channels, which the random cases above never draw. Here the channel
+# gate is lowered so small cases run it: odd and even P and Q (half-used edge tiles), padding
+# 0..4 (tiles that read only padding), one output pixel, channels enough for real GEMMs.
+WINO_CASES = [(1, 1, 5, 5, 1, 0), (2, 3, 5, 7, 4, 1), (3, 2, 6, 6, 5, 2), (2, 4, 7, 4, 3, (0, 2)),
+              (1, 5, 9, 8, 2, 3), (2, 16, 13, 13, 24, 1), (1, 3, 1, 1, 2, 2), (2, 2, 6, 5, 3, 4)]
 
 
 @pytest.fixture
@@ -122,21 +123,26 @@ def winograd_everywhere(monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("R", [3, 5])
 @pytest.mark.parametrize("case", WINO_CASES, ids=lambda c: "n{}c{}h{}w{}k{}p{}".format(*c))
-def test_winograd_matches_reference(case, dtype, winograd_everywhere):
+def test_winograd_matches_reference(case, R, dtype, winograd_everywhere):
     N, C, H, W, K, padding = case
     hp = dict(stride=1, padding=padding, dilation=1)
-    assert winograd_applies(conv_geometry((N, C, H, W), (K, C, 3, 3), **hp))
-    check_against_reference(4, (N, C, H, W), (K, C, 3, 3), hp, dtype, True, seed=sum(case[:5]),
-                            terms=4)
+    x_shape, w_shape = (N, C, H, W), (K, C, R, R)
+    assert winograd_applies(conv_geometry(x_shape, w_shape, **hp))
+    # the transforms add up to (R+1)^2 numbers per term (F(2x2, 5x5): B^T entries up to 5)
+    check_against_reference(4, x_shape, w_shape, hp, dtype, True, seed=sum(case[:5]),
+                            terms=4 if R == 3 else 16)
 
 
 def test_winograd_in_chunks_of_images(monkeypatch, winograd_everywhere):
     # a chunk budget below one image's transform buffers: one image per chunk
     monkeypatch.setattr(conv2d_module, "_WINO_CHUNK_BYTES", 1)
-    assert conv2d_module._wino_plan(conv_geometry((3, 4, 6, 5), (5, 4, 3, 3), padding=1),
-                                    np.float64).nb == 1
-    check_against_reference(4, (3, 4, 6, 5), (5, 4, 3, 3), dict(padding=1), np.float64, True, 7)
+    for R in (3, 5):
+        g = conv_geometry((3, 4, 6, 5), (5, 4, R, R), padding=R // 2)
+        assert conv2d_module._wino_plan(g, np.float64).nb == 1
+        check_against_reference(4, (3, 4, 6, 5), (5, 4, R, R), dict(padding=R // 2), np.float64,
+                                True, 7)
 
 
 def test_winograd_workspace_is_reused_and_freed(winograd_everywhere):
@@ -148,6 +154,10 @@ def test_winograd_workspace_is_reused_and_freed(winograd_everywhere):
     out2 = fwd(2 * x, w, None, padding=1)
     assert_close("out after a second call", out1, fwd(x, w, None, padding=1), atol=0, rtol=0)
     assert_close("2x input", out2, 2 * out1)
+    # a 5x5 layer in between reshapes the same buffers
+    w5 = rng.standard_normal((4, 3, 5, 5))
+    assert_close("5x5", fwd(x, w5, None, padding=2), conv2d_forward_numpy(x, w5, None, 1, 2))
+    assert_close("3x3 after 5x5", fwd(x, w, None, padding=1), out1, atol=0, rtol=0)
     assert conv2d_module._WINO_WORKSPACE.bufs
     conv2d_module.free_winograd_workspace()
     assert not hasattr(conv2d_module._WINO_WORKSPACE, "bufs")
@@ -156,12 +166,30 @@ def test_winograd_workspace_is_reused_and_freed(winograd_everywhere):
 @pytest.mark.parametrize("hp,applies", [
     (dict(), True), (dict(padding=(2, 0)), True), (dict(stride=(1, 2)), False),
     (dict(dilation=2), False)])
-def test_winograd_applies_to_3x3_stride_1(hp, applies):
-    assert winograd_applies(conv_geometry((1, 32, 9, 9), (32, 32, 3, 3), **hp)) is applies
-    assert not winograd_applies(conv_geometry((1, 32, 9, 9), (32, 32, 3, 2), **hp))
+@pytest.mark.parametrize("R", [3, 5])
+def test_winograd_applies_to_3x3_and_5x5_stride_1(hp, applies, R):
+    assert winograd_applies(conv_geometry((1, 32, 13, 13), (32, 32, R, R), **hp)) is applies
+    assert not winograd_applies(conv_geometry((1, 32, 13, 13), (32, 32, R, R - 1), **hp))
+    assert not winograd_applies(conv_geometry((1, 32, 13, 13), (32, 32, R + 1, R + 1), **hp))
     # few channels: v3 (the transforms would cost more than the GEMMs save)
-    assert not winograd_applies(conv_geometry((1, 3, 9, 9), (64, 3, 3, 3), **hp))
-    assert not winograd_applies(conv_geometry((1, 64, 9, 9), (16, 64, 3, 3), **hp))
+    assert not winograd_applies(conv_geometry((1, 3, 13, 13), (64, 3, R, R), **hp))
+    assert not winograd_applies(conv_geometry((1, 64, 13, 13), (16, 64, R, R), **hp))
+
+
+@pytest.mark.parametrize("hp,applies", [
+    (dict(), True), (dict(dilation=3), True), (dict(padding=1), False), (dict(stride=2), False)])
+def test_pointwise_applies_to_1x1_stride_1_unpadded(hp, applies):
+    assert pointwise_applies(conv_geometry((2, 8, 5, 5), (4, 8, 1, 1), **hp)) is applies
+    assert not pointwise_applies(conv_geometry((2, 8, 5, 5), (4, 8, 1, 2), **hp))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7, 4), (5, 16, 1, 1, 3), (3, 1, 4, 4, 1)])
+def test_pointwise_matches_reference(shape, dtype):
+    N, C, H, W, K = shape
+    assert pointwise_applies(conv_geometry((N, C, H, W), (K, C, 1, 1)))
+    check_against_reference(4, (N, C, H, W), (K, C, 1, 1), dict(dilation=2), dtype, True,
+                            seed=sum(shape))
 
 
 @pytest.mark.parametrize("backend,version", ALL_KERNELS)

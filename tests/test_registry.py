@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import pytest
 
 from kernels import registry
@@ -48,3 +52,16 @@ def test_unknown_backend_in_layer():
 def test_duplicate_registration_rejected():
     with pytest.raises(ValueError, match="already registered"):
         registry.register("linear_forward", "numpy", 1)(lambda: None)
+
+
+@pytest.mark.parametrize("preset,expected", [(None, "4"), ("12", "12")])
+def test_import_shortens_openblas_spin_unless_set(preset, expected):
+    # kernels/__init__.py: OpenBLAS's idle threads would otherwise spin ~0.1 s after each
+    # multi-threaded call and stall numba's parallel kernels; a user's value wins
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    if preset is not None:
+        env["OPENBLAS_THREAD_TIMEOUT"] = preset
+    out = subprocess.run([sys.executable, "-c", "import kernels, os; "
+                          "print(os.environ['OPENBLAS_THREAD_TIMEOUT'])"],
+                         env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == expected

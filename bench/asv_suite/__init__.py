@@ -15,3 +15,10 @@ Modules: ``ops`` (conv2d, pooling, rnn_tanh, lstm, gru: forward and forward+back
 seconds per GFLOP, threads 1 and all cores), ``parallelism_gap`` (gap ratio, n_1/2, RNN
 per-step latency). All ``track_*`` numbers are smaller-is-better.
 """
+
+import os as _os
+
+# as kernels/__init__.py does (the commit under test may predate it): OpenBLAS's idle threads
+# would otherwise spin for ~0.1 s after each multi-threaded call and stall numba's parallel
+# kernels (8 ms per kernel on 2 cores)
+_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
