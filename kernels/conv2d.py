@@ -46,6 +46,10 @@ numba v4  shape-specialized, the numba default:
             with 1-thread BLAS each. float32 error: 3x3 about 1.5x im2col's; 5x5 about
             15-40x (AlexNet conv2: 5e-6 forward, 1.5e-5 dW, relative to the largest value;
             the 6x6 transforms have entries up to 5).
+          * few output pixels (:func:`batched_im2col_applies`: N >= 2, N*P*Q <= 256, e.g.
+            VGG's 7x7 layers): every image's im2col matrix side by side, one BLAS-threaded
+            GEMM per pass over all N*P*Q columns (Winograd's per-position GEMMs get only 32
+            columns there and its weight transforms cost as much as the GEMMs).
           * 1x1 stride-1 unpadded convolutions (:func:`pointwise_applies`, N > 1): x[n] seen
             as (C, H*W) is already the im2col matrix, so v3 without the gather: images in
             parallel, one 1-thread GEMM each.
@@ -93,7 +97,7 @@ from .cuda.common import blocks_for, ctype, device_xp, register_cuda
 from .cuda.loader import load_module
 
 __all__ = ["conv2d_output_shape", "check_conv2d", "ConvGeometry", "winograd_applies",
-           "pointwise_applies",
+           "pointwise_applies", "batched_im2col_applies",
            "free_winograd_workspace"]
 
 
@@ -1058,10 +1062,15 @@ def _wino_data_gemms(UT, Dy, E):
 
 
 @njit(parallel=True, fastmath=False, cache=True)
-def _wino_weight_gemms(Dy, V, dU, tmps):
-    """dU[xi] += Dy[xi] @ V[xi]^T (tmps: one (K, C) buffer per thread)."""
+def _wino_weight_gemms(Dy, V, dU, tmps, first):
+    """dU[xi] = Dy[xi] @ V[xi]^T for the ``first`` chunk of images, else += (tmps: one (K, C)
+    buffer per thread). (Writing the first chunk straight into dU skips zeroing it and a
+    read-modify-write pass: 3 x 8 MB for VGG's 256 -> 512 channels.)"""
     K, C = dU.shape[1], dU.shape[2]
     for xi in prange(dU.shape[0]):
+        if first:
+            np.dot(Dy[xi], V[xi].T, dU[xi])
+            continue
         tt = tmps[numba.get_thread_id()]
         np.dot(Dy[xi], V[xi].T, tt)
         u = dU[xi]
@@ -1184,11 +1193,72 @@ def _pointwise_backward_weight(part, dout3, x3):
                 pt[kk, c] += tt[kk, c]
 
 
+# ---- few output pixels: every image's im2col side by side, one BLAS-threaded GEMM ----
+# With N*P*Q small (VGG's 7x7 layers at N=2..4) per-image or per-position GEMMs are too skinny
+# (49 or 32 columns) and Winograd's three weight transforms (a*a*K*C values each, memory-bound)
+# cost as much as its GEMMs: 256 -> 512 channels at 7x7, N=2, measured v4 Winograd 5.6 / 6.5 /
+# 5.8 ms (fwd / data / weight) against 3.9 / 3.8 / 3.7 ms for one GEMM over all N*P*Q columns.
+# The gathers stay serial: a numba parallel kernel next to BLAS-threaded GEMMs waits for a core.
+_BATCHED_MAX_COLUMNS = 256
+
+
+def batched_im2col_applies(g: ConvGeometry) -> bool:
+    """Whether numba v4 gathers every image's im2col matrix into one (C*R*S, N*P*Q) matrix
+    for one BLAS-threaded GEMM per pass: 2 <= N and N*P*Q <= _BATCHED_MAX_COLUMNS (1x1
+    stride-1 layers excepted: :func:`pointwise_applies`)."""
+    return g.N >= 2 and g.N * g.P * g.Q <= _BATCHED_MAX_COLUMNS and not pointwise_applies(g)
+
+
+@njit(cache=True, fastmath=False)
+def _im2col_batch(x, col3, R, S, P, Q, sh, sw, ph, pw, dh, dw):
+    """col3[:, n, :] = image n's im2col matrix (C*R*S, P*Q)."""
+    for n in range(x.shape[0]):
+        _im2col_image(x[n], col3[:, n, :], R, S, P, Q, sh, sw, ph, pw, dh, dw)
+
+
+@njit(cache=True, fastmath=False)
+def _col2im_batch(dcol3, dx, R, S, P, Q, sh, sw, ph, pw, dh, dw):
+    for n in range(dx.shape[0]):
+        _col2im_image(dcol3[:, n, :], dx[n], R, S, P, Q, sh, sw, ph, pw, dh, dw)
+
+
+def _batched_col(x, g: ConvGeometry):
+    col = np.empty((g.C * g.R * g.S, g.N, g.P * g.Q), x.dtype)
+    _im2col_batch(x, col, *_gemm_geometry(g))
+    return col.reshape(col.shape[0], -1)
+
+
+def _batched_dout(dout, g: ConvGeometry):
+    """dout (N, K, P, Q) as (K, N*P*Q)."""
+    return np.ascontiguousarray(dout.reshape(g.N, g.K, -1).transpose(1, 0, 2)).reshape(g.K, -1)
+
+
+def _batched_forward(x, weight, b, g: ConvGeometry):
+    y = weight.reshape(g.K, -1) @ _batched_col(x, g)                   # (K, N*P*Q)
+    y += b[:, None]
+    return np.ascontiguousarray(y.reshape(g.K, g.N, -1).transpose(1, 0, 2)).reshape(
+        g.N, g.K, g.P, g.Q)
+
+
+def _batched_backward_data(dout, weight, g: ConvGeometry):
+    dcol = weight.reshape(g.K, -1).T @ _batched_dout(dout, g)          # (C*R*S, N*P*Q)
+    dx = np.empty((g.N, g.C, g.H, g.W), weight.dtype)
+    _col2im_batch(dcol.reshape(dcol.shape[0], g.N, -1), dx, *_gemm_geometry(g))
+    return dx
+
+
+def _batched_weight_grad(dw_acc, dout, x, g: ConvGeometry):
+    dw2 = dw_acc.reshape(g.K, -1)
+    dw2 += _batched_dout(dout, g) @ _batched_col(x, g).T
+
+
 def conv2d_forward_numba_v4(x, weight, bias, stride=1, padding=0, dilation=1):
-    """Winograd where :func:`winograd_applies`, a GEMM per image where
-    :func:`pointwise_applies`, else v3."""
+    """One GEMM over all images where :func:`batched_im2col_applies`, Winograd where
+    :func:`winograd_applies`, a GEMM per image where :func:`pointwise_applies`, else v3."""
     x, weight, bias, _, g = check_conv2d(x, weight, bias, stride, padding, dilation)
     b = _bias_or_zeros(bias, g.K, x.dtype)
+    if batched_im2col_applies(g):
+        return _batched_forward(x, weight, b, g)
     if pointwise_applies(g) and g.N > 1:
         out = np.empty((g.N, g.K, g.P * g.Q), x.dtype)
         with _SingleThreadedBLAS():
@@ -1209,10 +1279,12 @@ def conv2d_forward_numba_v4(x, weight, bias, stride=1, padding=0, dilation=1):
 
 
 def conv2d_backward_data_numba_v4(dout, weight, x_shape, stride=1, padding=0, dilation=1):
-    """Winograd where :func:`winograd_applies`, a GEMM per image where
-    :func:`pointwise_applies`, else v3."""
+    """One GEMM over all images where :func:`batched_im2col_applies`, Winograd where
+    :func:`winograd_applies`, a GEMM per image where :func:`pointwise_applies`, else v3."""
     _, weight, _, dout, g = check_conv2d(None, weight, None, stride, padding, dilation,
                                          dout=dout, x_shape=x_shape)
+    if batched_im2col_applies(g):
+        return _batched_backward_data(dout, weight, g)
     if pointwise_applies(g) and g.N > 1:
         dx = np.empty((g.N, g.C, g.H * g.W), weight.dtype)
         with _SingleThreadedBLAS():
@@ -1234,11 +1306,14 @@ def conv2d_backward_data_numba_v4(dout, weight, x_shape, stride=1, padding=0, di
 
 
 def conv2d_backward_weight_numba_v4(dweight, dbias, dout, x, stride=1, padding=0, dilation=1):
-    """Winograd where :func:`winograd_applies`, a GEMM per image where
-    :func:`pointwise_applies`, else v3; accumulates."""
+    """One GEMM over all images where :func:`batched_im2col_applies`, Winograd where
+    :func:`winograd_applies`, a GEMM per image where :func:`pointwise_applies`, else v3;
+    accumulates."""
     x, _, _, dout, g = check_conv2d(x, None, None, stride, padding, dilation,
                                     dout=dout, dweight=dweight, dbias=dbias)
-    if pointwise_applies(g) and g.N > 1:
+    if batched_im2col_applies(g):
+        _accumulate(dweight, _batched_weight_grad, dout, x, g)
+    elif pointwise_applies(g) and g.N > 1:
         part = np.zeros((_threads(), g.K, g.C), x.dtype)
         with _SingleThreadedBLAS():
             _pointwise_backward_weight(part, dout.reshape(g.N, g.K, -1), x.reshape(g.N, g.C, -1))
@@ -1249,16 +1324,17 @@ def conv2d_backward_weight_numba_v4(dweight, dbias, dout, x, stride=1, padding=0
         plan, k = _wino_plan(g, x.dtype), _wino_constants(x.dtype)
         pads, locs = _wino_scratch(plan, g, x.dtype)
         dU = _wino_workspace("U", (plan.XI, g.K, g.C), x.dtype)
-        dU[...] = 0
-        tmps = _wino_workspace("tmps", (_threads(), g.K, g.C), x.dtype)
+        tmps = (_wino_workspace("tmps", (_threads(), g.K, g.C), x.dtype) if plan.nb < g.N
+                else np.empty((1, 1, 1), x.dtype))          # one chunk: no accumulation
         for n0, V, Dy in _wino_chunks(plan, g.N, g.C, g.K, x.dtype):
             _wino_inputs(x, n0, V, g.ph, g.pw, plan.TP, plan.TQ, g.R, pads, locs, k)
             _wino_dout(dout, n0, Dy, plan.TP, plan.TQ, g.R, pads, locs, k)
             with _SingleThreadedBLAS():
-                _wino_weight_gemms(Dy, V, dU, tmps)
+                _wino_weight_gemms(Dy, V, dU, tmps, n0 == 0)
         _accumulate(dweight, _wino_weight_grad, dU, locs, k)
     if dbias is not None:
-        _accumulate(dbias, _backward_bias, dout)
+        _accumulate(dbias, _backward_bias_serial if batched_im2col_applies(g) else _backward_bias,
+                    dout)
 
 
 # ----------------------------------------------------------------------------
@@ -1583,7 +1659,8 @@ _register("conv2d_backward_data", "numba", 3, doc=_DOC_V3)(conv2d_backward_data_
 _register("conv2d_backward_weight", "numba", 3, doc=_DOC_V3)(conv2d_backward_weight_numba_v3)
 
 _DOC_V4 = ("Winograd F(2x2,3x3) / F(2x2,5x5) (16 / 36 GEMMs over tiles) for 3x3 / 5x5 stride-1 "
-           "undilated, >= 32 channels; 1x1 stride-1 as one GEMM per image; else v3")
+           "undilated, >= 32 channels; N*P*Q <= 256: one GEMM over all images' im2col; 1x1 "
+           "stride-1 as one GEMM per image; else v3")
 _register("conv2d_forward", "numba", 4, default=True, doc=_DOC_V4)(conv2d_forward_numba_v4)
 _register("conv2d_backward_data", "numba", 4, default=True, doc=_DOC_V4)(
     conv2d_backward_data_numba_v4)

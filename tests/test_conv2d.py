@@ -6,8 +6,8 @@ from hypothesis import given, strategies as st
 
 from kernels import registry
 from kernels import conv2d as conv2d_module
-from kernels.conv2d import (conv2d_forward_numpy, conv2d_output_shape, conv_geometry,
-                            pointwise_applies, winograd_applies)
+from kernels.conv2d import (batched_im2col_applies, conv2d_forward_numpy, conv2d_output_shape,
+                            conv_geometry, pointwise_applies, winograd_applies)
 from util import assert_close, numerical_grad
 
 OPS = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight")
@@ -120,6 +120,7 @@ WINO_CASES = [(1, 1, 5, 5, 1, 0), (2, 3, 5, 7, 4, 1), (3, 2, 6, 6, 5, 2), (2, 4,
 @pytest.fixture
 def winograd_everywhere(monkeypatch):
     monkeypatch.setattr(conv2d_module, "_WINO_MIN_CHANNELS", 1)
+    monkeypatch.setattr(conv2d_module, "_BATCHED_MAX_COLUMNS", 0)   # (small cases go there first)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -181,6 +182,28 @@ def test_winograd_applies_to_3x3_and_5x5_stride_1(hp, applies, R):
 def test_pointwise_applies_to_1x1_stride_1_unpadded(hp, applies):
     assert pointwise_applies(conv_geometry((2, 8, 5, 5), (4, 8, 1, 1), **hp)) is applies
     assert not pointwise_applies(conv_geometry((2, 8, 5, 5), (4, 8, 1, 2), **hp))
+
+
+# numba v4 with few output pixels (N*P*Q <= _BATCHED_MAX_COLUMNS, N >= 2): every image's im2col
+# matrix side by side for one GEMM; the random cases above mostly land here, these pin it down
+# with strides, dilations, padding and a non-square filter
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("x_shape,w_shape,hp", [
+    ((2, 3, 5, 7), (4, 3, 3, 3), dict(padding=1)),
+    ((3, 2, 4, 6), (3, 2, 2, 3), dict(stride=(2, 1), padding=(1, 0), dilation=(1, 2))),
+    ((2, 5, 6, 6), (2, 5, 1, 1), dict(stride=2)),
+    ((2, 2, 9, 9), (3, 2, 5, 5), dict(padding=2))])
+def test_batched_im2col_matches_reference(x_shape, w_shape, hp, dtype):
+    g = conv_geometry(x_shape, w_shape, **hp)
+    assert batched_im2col_applies(g) and g.N * g.P * g.Q <= conv2d_module._BATCHED_MAX_COLUMNS
+    check_against_reference(4, x_shape, w_shape, hp, dtype, True, seed=sum(x_shape))
+
+
+def test_batched_im2col_applies_to_few_output_pixels():
+    assert batched_im2col_applies(conv_geometry((2, 256, 7, 7), (512, 256, 3, 3), padding=1))
+    assert not batched_im2col_applies(conv_geometry((1, 256, 7, 7), (512, 256, 3, 3), padding=1))
+    assert not batched_im2col_applies(conv_geometry((8, 256, 13, 13), (384, 256, 3, 3), padding=1))
+    assert not batched_im2col_applies(conv_geometry((2, 512, 7, 7), (128, 512, 1, 1)))  # pointwise
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
