@@ -24,7 +24,7 @@ from kernels import registry
 
 from . import gap as gapm
 from . import roofline, runners, workloads
-from .timer import time_call
+from .timer import Timing, time_call
 
 EXIT_USAGE = 2          # bad input (names listed in the message), too large for memory
 EXIT_INTERRUPTED = 130  # Ctrl-C: rows measured so far are still printed
@@ -101,8 +101,13 @@ def _list(value: str | None):
 
 
 def compare(families, set_name="quick", scale=1.0, backends=None, versions=None,
-            with_torch=True, budget_s=0.5, dtype="float32", progress=None):
+            with_torch=True, budget_s=0.5, dtype="float32", progress=None, rounds=1):
     """Validate, then time, every implementation of each family on ``set_name``.
+
+    With ``rounds`` > 1 the implementations of a workload are timed in turn ``rounds`` times
+    (each time for ``budget_s``) and each row pools its repeats over the rounds: a slow phase
+    of a shared machine then hits every implementation alike, which one pass per row does not
+    guarantee.
 
     Returns
     -------
@@ -111,6 +116,8 @@ def compare(families, set_name="quick", scale=1.0, backends=None, versions=None,
     failures : list of dict
         implementations whose outputs differ from the reference (none of those is timed).
     """
+    if int(rounds) != rounds or rounds < 1:
+        raise ValueError(f"rounds: expected a positive integer, got {rounds!r}")
     peaks = roofline.cpu_peaks()
     rows, failures = [], []
     for family in families:
@@ -129,11 +136,20 @@ def compare(families, set_name="quick", scale=1.0, backends=None, versions=None,
                 prepared.append((impl, r))
             if failures:
                 continue
+            times = {impl.label: [] for impl, _ in prepared}
+            first = {}
+            for rnd in range(int(rounds)):
+                for impl, r in prepared:
+                    if progress:
+                        progress(f"{w.name} {impl.label}"
+                                 + (f" (round {rnd + 1}/{rounds})" if rounds > 1 else ""))
+                    t = time_call(r.run, budget_s=budget_s, warmup=1 if rnd == 0 else 0,
+                                  device=runners.impl_device(impl))
+                    times[impl.label] += t.times
+                    first.setdefault(impl.label, t.first_call_s)
             base = None
             for impl, r in prepared:
-                if progress:
-                    progress(f"{w.name} {impl.label}")
-                t = time_call(r.run, budget_s=budget_s, device=runners.impl_device(impl))
+                t = Timing(times[impl.label], first_call_s=first[impl.label])
                 flops = w.training_flops
                 gflops = t.gflops(flops)
                 nbytes = 2 * w.bytes   # forward and backward each move about the forward's bytes
@@ -141,6 +157,7 @@ def compare(families, set_name="quick", scale=1.0, backends=None, versions=None,
                 rows.append({
                     "workload": w.name, "op": family, "shape": w.describe(), "impl": impl.label,
                     "ms": t.median * 1e3, "ms_min": t.min * 1e3, "spread": t.spread, "n": t.n,
+                    "rounds": int(rounds),
                     "first_call_s": t.first_call_s, "gflops": gflops,
                     "gbs": nbytes / t.median / 1e9,
                     "pct_roofline": roofline.percent_of_roofline(gflops, nbytes, flops, peaks),
@@ -157,7 +174,7 @@ def cmd_compare(args) -> int:
             rows, failures = compare(
                 args.ops, args.workload, args.scale, _list(args.backends), versions,
                 not args.no_torch, args.budget, args.dtype,
-                progress=lambda msg: status.update(f"timing {msg}"))
+                progress=lambda msg: status.update(f"timing {msg}"), rounds=args.rounds)
     except (registry.KernelNotFoundError, registry.BackendUnavailableError, ValueError) as exc:
         con.print(f"[red]error:[/] {exc}")
         return EXIT_USAGE
@@ -481,6 +498,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--versions", help="comma-separated version numbers, e.g. 1,2")
     q.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     q.add_argument("--budget", type=float, default=0.5, help="seconds of timing per row")
+    q.add_argument("--rounds", type=int, default=1,
+                   help="time the implementations of a workload in turn this many times and "
+                        "pool the repeats (fairer ratios on a shared, noisy machine)")
     q.add_argument("--no-torch", action="store_true", help="leave out the PyTorch row")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_compare)

@@ -315,16 +315,27 @@ def avgpool2d_forward_numpy(x, kernel_size, stride=None, padding=0, ceil_mode=Fa
     return (total / _avg_divisor(H, W, kh, kw, sh, sw, ph, pw, P, Q, cip, div)).astype(x.dtype)
 
 
+def _avg_backward_geometry(dout, x_shape, kernel_size, stride, padding, ceil_mode,
+                           count_include_pad, divisor_override):
+    """The checks every avgpool2d_backward shares, on an already validated ``dout``: x_shape
+    against it, the window geometry, the flags and dout's (N, C, P, Q) shape. Returns
+    ``(N, C, H, W, kh, kw, sh, sw, ph, pw, P, Q, count_include_pad, divisor)``."""
+    N, C, H, W = _check_x_shape(x_shape, dout)
+    kh, kw, sh, sw, ph, pw, _, _, P, Q = _geometry((N, C, H, W), kernel_size, stride, padding,
+                                                   1, ceil_mode)
+    cip = _check_bool("count_include_pad", count_include_pad)
+    div = _check_divisor(divisor_override)
+    check_shape("dout", dout, (N, C, P, Q))
+    return N, C, H, W, kh, kw, sh, sw, ph, pw, P, Q, cip, div
+
+
 def avgpool2d_backward_numpy(dout, x_shape, kernel_size, stride=None, padding=0, ceil_mode=False,
                              count_include_pad=True, divisor_override=None):
     """Reference: each window spreads ``dout / divisor`` over its cells."""
     dout = check_float_array("dout", dout, ndim=4)
-    N, C, H, W = _check_x_shape(x_shape, dout)
-    kh, kw, sh, sw, ph, pw, _, _, P, Q = _geometry((N, C, H, W), kernel_size, stride, padding, 1,
-                                                   ceil_mode)
-    cip = _check_bool("count_include_pad", count_include_pad)
-    div = _check_divisor(divisor_override)
-    check_shape("dout", dout, (N, C, P, Q))
+    N, C, H, W, kh, kw, sh, sw, ph, pw, P, Q, cip, div = _avg_backward_geometry(
+        dout, x_shape, kernel_size, stride, padding, ceil_mode, count_include_pad,
+        divisor_override)
     g = (dout / _avg_divisor(H, W, kh, kw, sh, sw, ph, pw, P, Q, cip, div)).astype(dout.dtype)
     Hp = max(H + 2 * ph, (P - 1) * sh + kh)
     Wp = max(W + 2 * pw, (Q - 1) * sw + kw)
@@ -1022,12 +1033,9 @@ def avgpool2d_forward_numba_v1(x, kernel_size, stride=None, padding=0, ceil_mode
 def avgpool2d_backward_numba_v1(dout, x_shape, kernel_size, stride=None, padding=0,
                                 ceil_mode=False, count_include_pad=True, divisor_override=None):
     dout = check_float_array("dout", dout, ndim=4)
-    N, C, H, W = _check_x_shape(x_shape, dout)
-    kh, kw, sh, sw, ph, pw, _, _, P, Q = _geometry((N, C, H, W), kernel_size, stride, padding, 1,
-                                                   ceil_mode)
-    cip = _check_bool("count_include_pad", count_include_pad)
-    div = _check_divisor(divisor_override)
-    check_shape("dout", dout, (N, C, P, Q))
+    N, C, H, W, kh, kw, sh, sw, ph, pw, P, Q, cip, div = _avg_backward_geometry(
+        dout, x_shape, kernel_size, stride, padding, ceil_mode, count_include_pad,
+        divisor_override)
     dx = np.empty((N, C, H, W), dtype=dout.dtype)
     _avgpool_bwd_v1(_planes(dout), _planes(dx), kh, kw, sh, sw, ph, pw, cip, div)
     return dx
@@ -1164,12 +1172,9 @@ def avgpool2d_forward_numba_v3(x, kernel_size, stride=None, padding=0, ceil_mode
 def avgpool2d_backward_numba_v3(dout, x_shape, kernel_size, stride=None, padding=0,
                                 ceil_mode=False, count_include_pad=True, divisor_override=None):
     dout = check_float_array("dout", dout, ndim=4)
-    N, C, H, W = _check_x_shape(x_shape, dout)
-    kh, kw, sh, sw, ph, pw, _, _, P, Q = _geometry((N, C, H, W), kernel_size, stride, padding, 1,
-                                                   ceil_mode)
-    cip = _check_bool("count_include_pad", count_include_pad)
-    div = _check_divisor(divisor_override)
-    check_shape("dout", dout, (N, C, P, Q))
+    N, C, H, W, kh, kw, sh, sw, ph, pw, P, Q, cip, div = _avg_backward_geometry(
+        dout, x_shape, kernel_size, stride, padding, ceil_mode, count_include_pad,
+        divisor_override)
     dx = np.empty((N, C, H, W), dtype=dout.dtype)
     divs = _v3_divisors(H, W, kh, kw, sh, sw, ph, pw, P, Q, cip, div, dout.dtype)
     if (kh, kw, sh, sw, ph, pw) == (2, 2, 2, 2, 0, 0):
@@ -1291,12 +1296,9 @@ def _cu_avg_backward_setup(backend, dout, x_shape, kernel_size, stride, padding,
                            count_include_pad, divisor_override):
     """Validated dout, a fresh dx (N, C, H, W) and the kernels' int32 geometry arguments."""
     dout = check_device_array("dout", dout, backend, ndim=4)
-    N, C, H, W = _check_x_shape(x_shape, dout)
-    kh, kw, sh, sw, ph, pw, _, _, P, Q = _geometry((N, C, H, W), kernel_size, stride, padding,
-                                                   1, ceil_mode)
-    cip = _check_bool("count_include_pad", count_include_pad)
-    div = _check_divisor(divisor_override)
-    check_shape("dout", dout, (N, C, P, Q))
+    N, C, H, W, kh, kw, sh, sw, ph, pw, P, Q, cip, div = _avg_backward_geometry(
+        dout, x_shape, kernel_size, stride, padding, ceil_mode, count_include_pad,
+        divisor_override)
     dx = device_xp(backend).empty((N, C, H, W), dtype=dout.dtype)
     return dout, dx, _i32(H, W, P, Q, kh, kw, sh, sw, ph, pw, cip, div)
 

@@ -28,6 +28,33 @@ def test_compare_quick_json(capsys):
         assert r["ms"] > 0 and r["gflops"] > 0 and r["pct_roofline"] > 0
 
 
+def test_compare_rounds_pool_interleaved_repeats(capsys, monkeypatch):
+    """--rounds K times the implementations of a workload in turn K times: every row pools
+    K rounds of repeats (3 each at a tiny budget) and is measured in round order
+    (impl A, impl B, A, B, ...); a bad --rounds is a usage error naming it."""
+    calls = []
+    real = cli.time_call
+
+    def spy(fn, **kw):
+        t = real(fn, **kw)
+        calls.append((kw["warmup"], len(t.times)))
+        return t
+
+    monkeypatch.setattr(cli, "time_call", spy)
+    code, out = run_cli(capsys, "compare", "maxpool2d", "--workload", "quick", "--backends",
+                        "numba", "--versions", "1,2", "--no-torch", "--budget", "0.001",
+                        "--rounds", "3", "--json")
+    assert code == 0
+    rows = json.loads(out)["rows"]
+    workloads = {r["workload"] for r in rows}
+    assert len(calls) == 3 * len(rows) == 3 * 2 * len(workloads)
+    assert [w for w, _ in calls[:4]] == [1, 1, 0, 0]       # warm-up only in the first round
+    for r in rows:
+        assert r["rounds"] == 3 and r["n"] >= 3 * 3
+    assert cli.main(["compare", "maxpool2d", "--rounds", "0", "--no-torch"]) == 2
+    assert "rounds" in capsys.readouterr().out
+
+
 def test_mismatch_exits_nonzero_and_names_the_tensor(capsys):
     good = registry.get("maxpool2d_backward", "numba")
 

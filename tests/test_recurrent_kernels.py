@@ -10,7 +10,7 @@ from kernels import recurrent, registry
 from kernels.recurrent import CELLS, GATES, SMALL_N
 from util import assert_close, numerical_grad
 
-VERSIONS = [("numba", v) for v in (1, 2, 3, 4)]
+VERSIONS = [("numba", v) for v in (1, 2, 3, 4, 5)]
 
 
 def make(cell, T, N, I, Hd, dtype, rng, scale=0.5):
@@ -379,12 +379,14 @@ def test_single_thread_step_blas_option(monkeypatch):
     compare(run("lstm", "numba", 1, p), ref, np.float32, "STEP_BLAS_THREADS=1")
 
 
+@pytest.mark.parametrize("version", [4, 5])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("cell", CELLS)
-def test_v4_batch_split_matches_reference(cell, dtype, monkeypatch):
-    """numba v4 cut into uneven sentence slices (forced: 3 workers from N=2 on, whatever the
-    machine's thread count) equals the reference with lengths, reverse, truncation, and
-    without dy; parameter gradients still accumulate into the caller's arrays."""
+def test_v4_batch_split_matches_reference(cell, dtype, version, monkeypatch):
+    """numba v4 / v5 cut into uneven sentence slices (forced: 3 workers from N=2 on, whatever
+    the machine's thread count) equals the reference with lengths, reverse, truncation, and
+    without dy; parameter gradients still accumulate into the caller's arrays. Hd = 37 runs
+    v5's vector loops and their remainders."""
     monkeypatch.setattr(recurrent, "SPLIT_WORKERS", 3)
     monkeypatch.setattr(recurrent, "SPLIT_SMALL_MAX", 4)
     monkeypatch.setattr(recurrent, "SPLIT_MIN_N", SMALL_N + 2)
@@ -392,13 +394,31 @@ def test_v4_batch_split_matches_reference(cell, dtype, monkeypatch):
     rng = np.random.default_rng(11)
     for N in (2, 4, SMALL_N + 2):
         assert recurrent._split_workers(N) == min(3, N)
-        p = make(cell, 6, N, 4, 9, dtype, rng)
+        p = make(cell, 6, N, 4, 37, dtype, rng)
         lengths = rng.integers(1, 7, size=N)
         for kw in (dict(), dict(lengths=lengths, reverse=True, bptt=2),
                    dict(lengths=lengths, use_dy=False, bias=False), dict(reverse=True, bptt=1)):
             ref = run(cell, "numpy", 1, p, **kw)
-            got = run(cell, "numba", 4, p, **kw)
-            compare(got, ref, dtype, f"{cell} v4 split N={N} {kw}")
+            got = run(cell, "numba", version, p, **kw)
+            compare(got, ref, dtype, f"{cell} v{version} split N={N} {kw}")
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_v5_vectorised_elementwise_matches_v4(cell, rng):
+    """v5's float32 elementwise kernels (polynomial exp) against v4's libm ones on wide rows
+    (Hd = 300: vector body and remainder), on v1's loop (N = 1, 11) and the split (N = 36),
+    with lengths, reverse and truncation; a NaN in x reaches y the same way in both."""
+    for N in (1, SMALL_N + 3, 36):
+        p = make(cell, 5, N, 6, 300, np.float32, rng, scale=0.3)
+        lengths = rng.integers(1, 6, size=N)
+        kw = dict(lengths=lengths, reverse=True, bptt=2)
+        v4, v5 = run(cell, "numba", 4, p, **kw), run(cell, "numba", 5, p, **kw)
+        compare(v5, v4, np.float32, f"{cell} v5 vs v4 N={N}")
+        assert v5["dx"].dtype == np.float32
+    p["x"][0, 0, 0] = np.nan
+    v4, v5 = run(cell, "numba", 4, p), run(cell, "numba", 5, p)
+    np.testing.assert_array_equal(np.isnan(v5["y"]), np.isnan(v4["y"]))
+    assert np.isnan(v5["y"][0, 0]).all()
 
 
 def test_v4_slices_cover_the_batch():
