@@ -161,9 +161,38 @@ def compare(families, set_name="quick", scale=1.0, backends=None, versions=None,
                     "first_call_s": t.first_call_s, "gflops": gflops,
                     "gbs": nbytes / t.median / 1e9,
                     "pct_roofline": roofline.percent_of_roofline(gflops, nbytes, flops, peaks),
-                    "speedup": base / t.median,
+                    "speedup": base / t.median, "device": runners.impl_device(impl),
                 })
+    _add_vs_torch(rows)
     return rows, failures
+
+
+def _add_vs_torch(rows: list[dict]) -> None:
+    """Set ``vs_torch`` = PyTorch's ms / the row's ms on every row whose workload has a PyTorch
+    row on the same device (``torch`` for CPU rows, ``torch-cuda`` for GPU rows); None
+    otherwise. > 1: faster than PyTorch."""
+    torch_ms = {(r["workload"], r["device"]): r["ms"] for r in rows
+                if r["impl"] in ("torch", "torch-cuda")}
+    for r in rows:
+        ref = torch_ms.get((r["workload"], r["device"]))
+        r["vs_torch"] = ref / r["ms"] if ref else None
+
+
+def vs_torch_summary(rows: list[dict]) -> list[dict]:
+    """Per (op, implementation): median and minimum ``vs_torch`` over the workloads that have
+    one (the form the performance targets take: ">= 1.0x on each shape, median >= 1.5x")."""
+    groups: dict[tuple[str, str], list[tuple[float, str]]] = {}
+    for r in rows:
+        if r.get("vs_torch") is not None and r["impl"] not in ("torch", "torch-cuda"):
+            groups.setdefault((r["op"], r["impl"]), []).append((r["vs_torch"], r["workload"]))
+    out = []
+    for (op, impl), vals in groups.items():
+        ratios = [v for v, _ in vals]
+        worst = min(vals)
+        out.append({"op": op, "impl": impl, "workloads": len(vals),
+                    "median_vs_torch": float(np.median(ratios)), "min_vs_torch": worst[0],
+                    "min_workload": worst[1]})
+    return out
 
 
 def cmd_compare(args) -> int:
@@ -178,8 +207,9 @@ def cmd_compare(args) -> int:
     except (registry.KernelNotFoundError, registry.BackendUnavailableError, ValueError) as exc:
         con.print(f"[red]error:[/] {exc}")
         return EXIT_USAGE
+    summary = vs_torch_summary(rows)
     if args.json:
-        print(json.dumps({"rows": rows, "failures": failures}, indent=2))
+        print(json.dumps({"rows": rows, "failures": failures, "vs_torch": summary}, indent=2))
     else:
         for f in failures:
             con.print(f"[red]MISMATCH[/] {f['workload']} {f['impl']}: tensor {f['tensor']!r} "
@@ -189,7 +219,8 @@ def cmd_compare(args) -> int:
                             f"{'' if args.scale == 1 else f' x{args.scale}'}")
             for c, j in (("workload", "left"), ("shape", "left"), ("impl", "left"),
                          ("ms", "right"), ("GFLOP/s", "right"), ("GB/s", "right"),
-                         ("% roofline", "right"), ("speedup", "right"), ("1st call s", "right")):
+                         ("% roofline", "right"), ("speedup", "right"), ("vs torch", "right"),
+                         ("1st call s", "right")):
                 t.add_column(c, justify=j, no_wrap=True)
             last = None
             for r in rows:
@@ -197,12 +228,18 @@ def cmd_compare(args) -> int:
                           r["shape"] if r["workload"] != last else "", r["impl"],
                           f"{r['ms']:.3f}", f"{r['gflops']:.2f}", f"{r['gbs']:.2f}",
                           f"{r['pct_roofline']:.1f}", f"{r['speedup']:.2f}x",
+                          "" if r["vs_torch"] is None else f"{r['vs_torch']:.2f}x",
                           f"{r['first_call_s']:.2f}", end_section=False)
                 last = r["workload"]
             con.print(t)
             con.print("GFLOP/s counts forward + backward (3x forward for conv/RNN, 2x for "
                       "pooling); % roofline is against the measured sgemm and copy peaks "
-                      "(`seqgrid info`). speedup is against the first row of each workload.")
+                      "(`seqgrid info`). speedup is against the first row of each workload; "
+                      "vs torch = PyTorch's time / the row's time on the same device.")
+            for g in summary:
+                con.print(f"{g['op']} {g['impl']} vs PyTorch over {g['workloads']} workloads: "
+                          f"median {g['median_vs_torch']:.2f}x, min {g['min_vs_torch']:.2f}x "
+                          f"({g['min_workload']})")
     return 1 if failures else 0
 
 

@@ -55,6 +55,25 @@ def test_compare_rounds_pool_interleaved_repeats(capsys, monkeypatch):
     assert "rounds" in capsys.readouterr().out
 
 
+def test_vs_torch_ratios_and_summary():
+    """vs_torch pairs each row with PyTorch's row of the same workload and device (torch for
+    CPU rows, torch-cuda for GPU rows); the summary gives median and worst per op and impl."""
+    def row(w, impl, ms, device="cpu", op="lstm"):
+        return {"workload": w, "op": op, "impl": impl, "ms": ms, "device": device}
+    rows = [row("a", "numba/v5", 50.0), row("a", "torch", 100.0),
+            row("a", "cuda/v1", 2.0, "cuda"), row("a", "torch-cuda", 1.0, "cuda"),
+            row("b", "numba/v5", 200.0), row("b", "torch", 100.0),
+            row("c", "numba/v5", 10.0), row("c", "torch", 40.0),
+            row("d", "numba/v5", 10.0)]                     # no PyTorch row: no ratio
+    cli._add_vs_torch(rows)
+    assert [r["vs_torch"] for r in rows] == [2.0, 1.0, 0.5, 1.0, 0.5, 1.0, 4.0, 1.0, None]
+    summary = {(g["op"], g["impl"]): g for g in cli.vs_torch_summary(rows)}
+    assert set(summary) == {("lstm", "numba/v5"), ("lstm", "cuda/v1")}
+    g = summary[("lstm", "numba/v5")]
+    assert g["workloads"] == 3 and g["median_vs_torch"] == 2.0
+    assert g["min_vs_torch"] == 0.5 and g["min_workload"] == "b"
+
+
 def test_mismatch_exits_nonzero_and_names_the_tensor(capsys):
     good = registry.get("maxpool2d_backward", "numba")
 
