@@ -74,7 +74,11 @@ numba v5  (default) v4 with the elementwise step kernels rewritten for float32 a
           LSTM N=1 88 -> 79, N=4 270 -> 251, N=16 705 -> 572, N=64 2149 -> 2034; GRU N=16
           516 -> 448; tanh RNN N=16 179 -> 130. The gain is largest at N=5..31, where v1's
           loop runs the elementwise step on the calling thread between 2-thread GEMMs; in the
-          split (N >= 32) it is ~5%, inside the machine's noise.
+          split (N >= 32) it is ~5%, inside the machine's noise. Where the backward runs
+          per-sentence GEMVs over a contiguous W_hh^T (N=1, split slices of <= 2 sentences),
+          v5's forward leaves its W_hh^T in the cache and the backward reuses it when given
+          the very same w_hh, unchanged (a fingerprint of 4096 values; 20 us): one 8-12 ms
+          transpose per LSTM training step instead of two.
 Jordan: ``jordan_sequence_forward`` / ``jordan_sequence_backward`` on numpy v1 and numba v1 (one
 njit call for the loop, BLAS inside).
 
@@ -127,7 +131,8 @@ state after each sentence's own last step.  ``cache`` is a dict of the saved act
 dy (T, N, Hd), dh_n, dc_n (N, Hd) may be None (zero).  The step ops' ``saved`` dict holds the
 per-step ``gates`` (and ``tanh_c`` / ``hn``); ``dgx``/``dgh`` are the pre-activation gradients
 w.r.t. the input and the hidden projection (they differ only in GRU's n-gate slice, where
-``dgh_n = dgx_n * r``).
+``dgh_n = dgx_n * r``).  numba v5's cache may also hold ``w_hhT`` (the forward's W_hh^T) and
+``w_hhT_source`` (the w_hh it came from and a fingerprint); every other version ignores them.
 
 Parameter gradients (dw_*, db_*) ACCUMULATE (``+=``) into caller-owned arrays (None skips them);
 activation gradients (dx, dh0, dc0) are returned, freshly written.
@@ -1173,6 +1178,34 @@ def _transposed(w, fast):
     return np.ascontiguousarray(w.T)
 
 
+def _needs_whhT(N, nw):
+    """Whether v4/v5's backward runs per-sentence GEMVs over a contiguous W_hh^T: v1's loop at
+    N=1, or split slices of at most GEMV_ROWS sentences."""
+    return N == 1 if nw == 1 else N // nw <= GEMV_ROWS
+
+
+def _w_fingerprint(w):
+    """~4096 evenly spaced values of w: cheap evidence that w was not changed in place."""
+    return w.reshape(-1)[::max(1, w.size // 4096)].tobytes()
+
+
+def _keep_whhT(cache, w_hh, wT):
+    """numba v5: the forward's W_hh^T rides in the cache for the backward, which needs the same
+    transpose (8-12 ms for LSTM's 4000 x 1000), with the array it came from and a fingerprint."""
+    cache["w_hhT"] = wT
+    cache["w_hhT_source"] = (w_hh, _w_fingerprint(w_hh))
+
+
+def _cached_whhT(cache, w_hh):
+    """The forward's W_hh^T when the backward got the very same, unchanged w_hh; else None."""
+    src = cache.get("w_hhT_source") if isinstance(cache, dict) else None
+    if src is None or src[0] is not w_hh or _w_fingerprint(w_hh) != src[1]:
+        return None
+    wT = cache.get("w_hhT")
+    ok = isinstance(wT, np.ndarray) and wT.shape == w_hh.shape[::-1] and wT.dtype == w_hh.dtype
+    return wT if ok else None
+
+
 def _sl(a, real, n0, n1):
     """Sentence slice [n0:n1] of a (T, N, ...) array; dummies (shape (1, 1, 1)) pass through."""
     return a[:, n0:n1] if real else a
@@ -1208,14 +1241,12 @@ def _v4_forward(code, cell, xg, wT, bhh, h, c, lens, reverse, y, cache, aux1, au
 
 
 def _v4_backward(code, cell, dyv, has_dy, dh, dc, w_hh, hprev, gates, aux1, aux2, cache, dgx,
-                 dgh, lens, rev, k, T, N, nw, pointwise):
+                 dgh, lens, rev, k, T, N, nw, pointwise, whhT):
     """numba v4/v5 BPTT time loop: one worker per sentence slice, no per-step barrier;
     ``pointwise`` is the serial elementwise step kernel."""
     a1 = "cprev" in cache or "hn" in cache
     a2 = "tanh_c" in cache
     gru = cell == "gru"
-    # per-sentence GEMVs use the dot form over a contiguous W_hh^T (2x the axpy form's speed)
-    whhT = _transposed(w_hh, True) if N // nw <= GEMV_ROWS else None   # smallest slice
 
     def work(n0, n1):
         dhs, dcs, ls = dh[n0:n1], dc[n0:n1], lens[n0:n1]
@@ -1264,6 +1295,8 @@ def _nb_forward(version, cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, rever
         cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, fast_t=(version >= 4))
     code = _CODE[cell]
     nw = _split_workers(N) if version >= 4 else 1
+    if version == 5 and _needs_whhT(N, nw):
+        _keep_whhT(cache, w_hh, wT)
     fast32 = version == 5 and x.dtype == np.float32       # vectorised float32 elementwise
     serial_pw = _fwd_pointwise32 if fast32 else _fwd_pointwise_serial
     if nw > 1:                                            # v4/v5: one loop per batch slice
@@ -1294,6 +1327,7 @@ def _nb_forward(version, cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, rever
 
 def _nb_backward(version, cell, dw_ih, dw_hh, db_ih, db_hh, dy, dh_n, dc_n, x, w_ih, w_hh,
                  cache, lengths, reverse, bptt_steps):
+    kept_whhT = _cached_whhT(cache, w_hh) if version == 5 else None
     (x, w_ih, w_hh, cache, dy, dh_n, dc_n, lengths, k, T, N, G, Hd) = _check_backward(
         cell, dw_ih, dw_hh, db_ih, db_hh, dy, dh_n, dc_n, x, w_ih, w_hh, cache, lengths,
         bptt_steps)
@@ -1314,19 +1348,23 @@ def _nb_backward(version, cell, dw_ih, dw_hh, db_ih, db_hh, dy, dh_n, dc_n, x, w
     nw = _split_workers(N) if version >= 4 else 1
     fast32 = version == 5 and dt == np.float32            # vectorised float32 elementwise
     serial_pw = _bwd_pointwise32 if fast32 else _bwd_pointwise_serial
+    # per-sentence GEMVs (v4/v5) use the dot form over a contiguous W_hh^T (2x the axpy form)
+    whhT = None
+    if version >= 4 and _needs_whhT(N, nw):
+        whhT = kept_whhT if kept_whhT is not None else _transposed(w_hh, True)
     if nw > 1:                                            # v4/v5: one BPTT loop per batch slice
         _v4_backward(code, cell, dyv, has_dy, dh, dc, w_hh, hprev, gates, aux1, aux2, cache,
-                     dgx, dgh, lens, rev, k, T, N, nw, serial_pw)
+                     dgx, dgh, lens, rev, k, T, N, nw, serial_pw, whhT)
     elif version in (1, 4, 5):
         dtmp = np.empty_like(dh)
         mm = np.empty_like(dh)
         par = not fast32 and _parallel_pointwise(N, G, Hd)
         pw = _bwd_pointwise if par else serial_pw
         comb = _bwd_combine if par else _bwd_combine_serial
-        # v4 at N=1: dh = W_hh^T dg as a dot-form GEMV over the rows of a contiguous W_hh^T
-        # (OpenBLAS: 0.20-0.22 ms vs 0.46 ms for the axpy-form dg @ W_hh, 2 threads, LSTM
-        # speech shape); the 16 MB transpose (8 ms, tiled) is paid once per call
-        whhT = _transposed(w_hh, True) if version >= 4 and N == 1 else None
+        # v4/v5 at N=1: dh = W_hh^T dg as a dot-form GEMV over the rows of a contiguous
+        # W_hh^T (OpenBLAS: 0.20-0.22 ms vs 0.46 ms for the axpy-form dg @ W_hh, 2 threads,
+        # LSTM speech shape); the 16 MB transpose (8-12 ms, tiled) is paid once per call by
+        # v4, and v5 takes the forward's from the cache
         with _step_blas_limit(N):
             for s in range(T):
                 t = s if rev else T - 1 - s

@@ -421,6 +421,40 @@ def test_v5_vectorised_elementwise_matches_v4(cell, rng):
     assert np.isnan(v5["y"][0, 0]).all()
 
 
+@pytest.mark.parametrize("N", [1, 4])
+def test_v5_backward_reuses_the_forwards_transpose(N, rng, monkeypatch):
+    """v5 transposes W_hh once per training step where the backward runs per-sentence GEMVs
+    (N=1, split slices of <= 2 sentences): the backward takes the forward's W_hh^T from the
+    cache, but only for the very same, unchanged w_hh; a copy or an in-place change makes it
+    transpose again, so the result always follows the w_hh passed to the backward."""
+    monkeypatch.setattr(recurrent, "SPLIT_WORKERS", 2)
+    calls = []
+    real = recurrent._transposed
+    monkeypatch.setattr(recurrent, "_transposed",
+                        lambda w, fast: calls.append(w.shape) or real(w, fast))
+    cell = "lstm"
+    p = make(cell, 4, N, 3, 40, np.float32, rng)
+    got = run(cell, "numba", 5, p)
+    assert len(calls) == 1 and "w_hhT" in got["cache"]
+    compare(got, run(cell, "numpy", 1, p), np.float32, f"v5 reuse N={N}")
+
+    f = registry.get(f"{cell}_sequence_forward", "numba", 5)
+    b = registry.get(f"{cell}_sequence_backward", "numba", 5)
+    for change in ("copy", "in place"):
+        cache = f(p["x"], p["h0"], p["c0"], p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"])[-1]
+        w_hh = p["w_hh"].copy() if change == "copy" else p["w_hh"]
+        if change == "in place":
+            w_hh *= 0.5
+        calls.clear()
+        grads = [np.zeros_like(p[k]) for k in ("w_ih", "w_hh", "b_ih", "b_hh")]
+        dx = b(*grads, p["dy"], p["dh_n"], p["dc_n"], p["x"], p["w_ih"], w_hh, cache)[0]
+        assert len(calls) == 1, change                    # transposed again
+        rgrads = [np.zeros_like(p[k]) for k in ("w_ih", "w_hh", "b_ih", "b_hh")]
+        rdx = registry.get(f"{cell}_sequence_backward", "numpy")(
+            *rgrads, p["dy"], p["dh_n"], p["dc_n"], p["x"], p["w_ih"], w_hh, cache)[0]
+        assert_close(f"dx with w_hh changed ({change})", dx, rdx, 2e-4, 2e-4)
+
+
 def test_v4_slices_cover_the_batch():
     """Sentence slices are contiguous, cover 0..N-1 once and differ in size by at most one."""
     for N in (1, 2, 7, 64):
