@@ -88,6 +88,11 @@ def cmd_info(args) -> int:
     con.print(t)
     if not gpu:
         con.print(f"GPU: {gpu_reason}")
+    if peaks.get("suspect"):
+        by = ", ".join(f"{k} thread(s) {v:.1f}" for k, v in peaks["sgemm_gflops_by_threads"].items())
+        con.print(f"[yellow]warning:[/] threaded sgemm measured below half of serial ({by} "
+                  "GFLOP/s): the machine was busy; run `seqgrid info --remeasure` when it is "
+                  "quiet (% of roofline uses these peaks)")
     return 0
 
 

@@ -159,6 +159,21 @@ def _cpu_copy(budget_s: float, threads: int) -> tuple[float, float, int]:
     return 2 * nbytes / min(t1, tn) / 1e9, 2 * nbytes / t1 / 1e9, nbytes
 
 
+# threaded sgemm below this share of the 1-thread rate is taken for a stall of the machine
+# (another process, a spinning thread pool) rather than its peak, and measured again, up to
+# SGEMM_ATTEMPTS times in all: one stalled 2-thread measurement (6 GFLOP/s against 80 on one
+# thread) once stayed in the cache and halved every % of roofline quoted from it
+PLAUSIBLE_THREADED_SHARE = 0.5
+SGEMM_ATTEMPTS = 3
+
+
+def _threads_plausible(by_threads: dict, threads: int) -> bool:
+    """Whether threaded BLAS measured at least PLAUSIBLE_THREADED_SHARE of serial BLAS."""
+    if threads <= 1 or str(threads) not in by_threads or "1" not in by_threads:
+        return True
+    return by_threads[str(threads)] >= PLAUSIBLE_THREADED_SHARE * by_threads["1"]
+
+
 def cpu_peaks(budget_s: float = 1.2, refresh: bool = False, cache=None) -> dict:
     """Measure (or load from the cache) this CPU's sgemm and copy peaks.
 
@@ -179,7 +194,10 @@ def cpu_peaks(budget_s: float = 1.2, refresh: bool = False, cache=None) -> dict:
         at 1), ``sgemm_gflops_by_threads``, ``copy_gbs`` (best of 1 and ``threads``
         threads), ``copy_gbs_1thread``, ``sgemm_n``, ``copy_bytes`` (per array),
         ``threads`` (numba's), ``blas_limited`` (BLAS threads set to ``threads``),
-        ``host``, ``key``, ``budget_s``, ``measured_at`` (Unix time), ``cached``.
+        ``suspect`` (threaded BLAS still below half of serial BLAS after
+        ``SGEMM_ATTEMPTS`` tries: a busy machine; re-measure later with
+        ``seqgrid info --remeasure``), ``host``, ``key``, ``budget_s``, ``measured_at``
+        (Unix time), ``cached``.
     """
     threads = _numba_threads()
     host = socket.gethostname()
@@ -193,18 +211,22 @@ def cpu_peaks(budget_s: float = 1.2, refresh: bool = False, cache=None) -> dict:
     # shared or oversubscribed machine can make threaded BLAS slower than serial)
     by_threads, limited, n = {}, False, 0
     counts = sorted({1, threads}, reverse=True)
-    for nt in counts:
-        with _blas_threads(nt) as limited:
-            g, size = _cpu_sgemm(budget_s * 0.6 / len(counts), rng)
-        by_threads[str(nt)] = g
-        if g >= max(by_threads.values()):
-            n = size
-        if not limited:  # cannot change BLAS threads: one measurement is all we get
+    for _attempt in range(SGEMM_ATTEMPTS):
+        for nt in counts:
+            with _blas_threads(nt) as limited:
+                g, size = _cpu_sgemm(budget_s * 0.6 / len(counts), rng)
+            if g >= max(by_threads.values(), default=0.0):
+                n = size
+            by_threads[str(nt)] = max(g, by_threads.get(str(nt), 0.0))
+            if not limited:  # cannot change BLAS threads: one measurement is all we get
+                break
+        if _threads_plausible(by_threads, threads):
             break
     gflops = max(by_threads.values())
     gbs, gbs1, nbytes = _cpu_copy(budget_s * 0.4, threads)
     entry = dict(device="cpu", sgemm_gflops=gflops, copy_gbs=gbs, copy_gbs_1thread=gbs1,
                  sgemm_gflops_by_threads=by_threads, sgemm_n=n, copy_bytes=nbytes, threads=threads, blas_limited=bool(limited),
+                 suspect=not _threads_plausible(by_threads, threads),
                  host=host, key=key, budget_s=float(budget_s), measured_at=time.time())
     _store(path, key, entry)
     return dict(entry, cached=False)

@@ -350,6 +350,36 @@ def test_timer_cuda_event_path(fake_cupy):
 # ----------------------------------------------------------------------------
 # roofline
 # ----------------------------------------------------------------------------
+def test_cpu_peaks_remeasures_a_stalled_threaded_sgemm(tmp_path, monkeypatch):
+    """A threaded sgemm below half of the serial one is measured again (a stall, not a peak);
+    if it stays there the entry says ``suspect``. One thread: nothing to compare."""
+    monkeypatch.setattr(roofline, "_numba_threads", lambda: 2)
+    seen, blas_now = [], [None]
+
+    @contextlib.contextmanager
+    def fake_threads(n):                       # which BLAS thread count is being measured
+        blas_now[0] = n
+        yield True
+
+    def fake_sgemm(budget_s, rng):             # GFLOP/s per thread count, one per call
+        seen.append(blas_now[0])
+        return rates[blas_now[0]].pop(0), 512
+
+    monkeypatch.setattr(roofline, "_blas_threads", fake_threads)
+    monkeypatch.setattr(roofline, "_cpu_sgemm", fake_sgemm)
+    rates = {2: [6.0, 150.0], 1: [80.0, 79.0]}
+    p = roofline.cpu_peaks(budget_s=0.05, cache=False)
+    assert seen == [2, 1, 2, 1]
+    assert p["sgemm_gflops"] == 150.0 and p["sgemm_gflops_by_threads"] == {"2": 150.0, "1": 80.0}
+    assert not p["suspect"]
+
+    seen.clear()
+    rates = {2: [6.0] * 3, 1: [80.0] * 3}
+    p = roofline.cpu_peaks(budget_s=0.05, cache=False)
+    assert len(seen) == 2 * roofline.SGEMM_ATTEMPTS and p["suspect"]
+    assert p["sgemm_gflops"] == 80.0
+
+
 def test_cpu_peaks_quick_and_cached(tmp_path):
     cache = tmp_path / "peaks.json"
     t0 = time.perf_counter()
