@@ -61,7 +61,7 @@ numba v4  batch split: sentences are independent, so for 2 <= N <= SPLIT_SMALL_M
           one (split LSTM N=8 845 vs 601 ms; N=16 1110 vs 1035 ms). The one-thread BLAS limit
           (threadpoolctl) is process-wide while the split loop runs: BLAS calls that other
           threads of the process make meanwhile run single-threaded too.
-numba v5  (default) v4 with the elementwise step kernels rewritten for float32 as short loops
+numba v5  v4 with the elementwise step kernels rewritten for float32 as short loops
           that LLVM vectorises (AVX2): exp / sigmoid / tanh from ``kernels/_vecmath.py``
           (polynomial exp, ~1 ulp; libm's scalar exp does not vectorise), numba's
           ``error_model="numpy"`` (the default zero-division test on every float division
@@ -79,6 +79,20 @@ numba v5  (default) v4 with the elementwise step kernels rewritten for float32 a
           v5's forward leaves its W_hh^T in the cache and the backward reuses it when given
           the very same w_hh, unchanged (a fingerprint of 4096 values; 20 us): one 8-12 ms
           transpose per LSTM training step instead of two.
+numba v6  (default) float32 with N >= PACKED_MIN_N (4): no BLAS call inside the time loop.
+          W_hh is packed ONCE per call into 24-column panels (``kernels/_packed_gemm.py``),
+          and each step is ONE numba parallel region in which every thread owns a range of
+          hidden units: it runs a 4x24 register-tiled micro-kernel (LLVM IR, 12 AVX2 FMA
+          accumulators) over its units' gate columns of ``h_(t-1) @ W_hh^T``, then those
+          units' gates / state update while they are in cache, and writes its part of h_t
+          straight into the packed A operand of the next step. The BPTT loop is the same with
+          ``dg_t @ W_hh`` (k blocked by gate), dh's combine, and the next step's elementwise
+          backward fused. Why: OpenBLAS re-packs the 16 MB W_hh on every per-step call, and
+          its thread pool and numba's spin against each other when they alternate every step;
+          here one pool does everything and each thread streams only its own panels. The
+          micro-kernel reaches 75-80 GFLOP/s on one core and ~155 on two (64 x 1000 x 4000;
+          OpenBLAS: 139-143 on two). float64 and N < 4 (GEMV-bound: v5's per-sentence GEMVs
+          stream W_hh faster than a mostly padded 4-row tile) run exactly as v5.
 Jordan: ``jordan_sequence_forward`` / ``jordan_sequence_backward`` on numpy v1 and numba v1 (one
 njit call for the loop, BLAS inside).
 
@@ -164,6 +178,8 @@ try:  # numba is a hard dependency, but keep `import kernels.recurrent` alive wi
     import numba
     from numba import njit, prange
     from ._vecmath import ONE32, VEC_JIT, ZERO32, sigmoid32, tanh32
+    from ._packed_gemm import (MR, NR, mk_tile, mk_tile_acc, mk_tile_acc_prefetch,
+                               mk_tile_prefetch, pack_col_panels, pack_row_panels)
     _HAVE_NUMBA = True
 except Exception:  # pragma: no cover
     _HAVE_NUMBA = False
@@ -709,38 +725,88 @@ if _HAVE_NUMBA:
     # Rows of one sentence go through short loops of a few arrays each: LLVM vectorises a loop
     # only after runtime checks that its arrays do not overlap, and gives up beyond ~8 checks
     # (one fused loop over all LSTM arrays stayed scalar for N > 1).
+    # The row helpers take a unit range [u0, u1) and read the hidden projection hr with gate
+    # stride hs: gate g of unit u is hr[g*hs + u - u0]. v5 passes a whole (G*Hd,) row of
+    # h @ W_hh^T (u0=0, hs=Hd); v6 passes one thread's panel of it (hs = units per panel).
+    # Every loop runs k from 0 over slices: numba wraps negative indices, and with a runtime
+    # offset (u0 + k) LLVM cannot rule that out, so the select it adds kept the loop scalar
+    # (26-58 ns per LSTM unit instead of 7-8).
     @njit(inline="always", **VEC_JIT)
-    def _sigmoid_seg32(xr, hr, b, out, j0, j1):
-        for j in range(j0, j1):
-            out[j] = sigmoid32(xr[j] + hr[j] + b[j])
+    def _sigmoid_seg32(x, h, b, out):
+        """out = sigmoid(x + h + b), equal-length slices."""
+        for k in range(out.shape[0]):
+            out[k] = sigmoid32(x[k] + h[k] + b[k])
 
     @njit(inline="always", **VEC_JIT)
-    def _tanh_seg32(xr, hr, b, out, j0, j1):
-        for j in range(j0, j1):
-            out[j] = tanh32(xr[j] + hr[j] + b[j])
+    def _tanh_seg32(x, h, b, out):
+        for k in range(out.shape[0]):
+            out[k] = tanh32(x[k] + h[k] + b[k])
 
     @njit(inline="always", **VEC_JIT)
-    def _lstm_row32(Hd, xr, hr, b, gr, cr, tcr, yr):
-        _sigmoid_seg32(xr, hr, b, gr, 0, 2 * Hd)            # i, f
-        _tanh_seg32(xr, hr, b, gr, 2 * Hd, 3 * Hd)           # g
-        _sigmoid_seg32(xr, hr, b, gr, 3 * Hd, 4 * Hd)        # o
-        for u in range(Hd):
-            cn = gr[Hd + u] * cr[u] + gr[u] * gr[2 * Hd + u]
+    def _gate32(fn, g, Hd, u0, u1, xr, hr, hs, b, out):
+        """Gate g of units [u0, u1): out[g*Hd + u] = fn(x + h @ W_hh^T + b_hh) (fn 0: sigmoid,
+        1: tanh)."""
+        j0, j1 = g * Hd + u0, g * Hd + u1
+        h = hr[g * hs:g * hs + u1 - u0]
+        if fn == 0:
+            _sigmoid_seg32(xr[j0:j1], h, b[j0:j1], out[j0:j1])
+        else:
+            _tanh_seg32(xr[j0:j1], h, b[j0:j1], out[j0:j1])
+
+    @njit(inline="always", **VEC_JIT)
+    def _rnn_row32(relu, Hd, u0, u1, xr, hr, b, yr):
+        if relu:
+            x, h, bb, y = xr[u0:u1], hr[:u1 - u0], b[u0:u1], yr[u0:u1]
+            for k in range(y.shape[0]):
+                a = x[k] + h[k] + bb[k]
+                y[k] = a if a > 0 else ZERO32 * a
+        else:
+            _gate32(1, 0, Hd, u0, u1, xr, hr, Hd, b, yr)
+
+    @njit(inline="always", **VEC_JIT)
+    def _lstm_row32(Hd, u0, u1, xr, hr, hs, b, gr, cr, tcr, yr):
+        _gate32(0, 0, Hd, u0, u1, xr, hr, hs, b, gr)          # i
+        _gate32(0, 1, Hd, u0, u1, xr, hr, hs, b, gr)          # f
+        _gate32(1, 2, Hd, u0, u1, xr, hr, hs, b, gr)          # g
+        _gate32(0, 3, Hd, u0, u1, xr, hr, hs, b, gr)          # o
+        gi, gf = gr[u0:u1], gr[Hd + u0:Hd + u1]
+        gg, go = gr[2 * Hd + u0:2 * Hd + u1], gr[3 * Hd + u0:3 * Hd + u1]
+        cs, tcs, ys = cr[u0:u1], tcr[u0:u1], yr[u0:u1]
+        for k in range(cs.shape[0]):
+            cn = gf[k] * cs[k] + gi[k] * gg[k]
             tc = tanh32(cn)
-            cr[u] = cn
-            tcr[u] = tc
-            yr[u] = gr[3 * Hd + u] * tc
+            cs[k] = cn
+            tcs[k] = tc
+            ys[k] = go[k] * tc
 
     @njit(inline="always", **VEC_JIT)
-    def _gru_row32(Hd, xr, hr, b, hin, gr, hnr, yr):
-        _sigmoid_seg32(xr, hr, b, gr, 0, 2 * Hd)            # r, z
-        for u in range(Hd):
-            hnr[u] = hr[2 * Hd + u] + b[2 * Hd + u]         # W_hn h + b_hn, saved
-        for u in range(Hd):                                   # n
-            gr[2 * Hd + u] = tanh32(xr[2 * Hd + u] + gr[u] * hnr[u])
-        for u in range(Hd):
-            z = gr[Hd + u]
-            yr[u] = (ONE32 - z) * gr[2 * Hd + u] + z * hin[u]
+    def _gru_row32(Hd, u0, u1, xr, hr, hs, b, hin, gr, hnr, yr):
+        _gate32(0, 0, Hd, u0, u1, xr, hr, hs, b, gr)          # r
+        _gate32(0, 1, Hd, u0, u1, xr, hr, hs, b, gr)          # z
+        n = u1 - u0
+        hn, hh, bn = hnr[u0:u1], hr[2 * hs:2 * hs + n], b[2 * Hd + u0:2 * Hd + u1]
+        for k in range(n):
+            hn[k] = hh[k] + bn[k]                             # W_hn h + b_hn, saved
+        gn, gr_, xn = gr[2 * Hd + u0:2 * Hd + u1], gr[u0:u1], xr[2 * Hd + u0:2 * Hd + u1]
+        for k in range(n):                                    # n
+            gn[k] = tanh32(xn[k] + gr_[k] * hn[k])
+        gz, hi, ys = gr[Hd + u0:Hd + u1], hin[u0:u1], yr[u0:u1]
+        for k in range(n):
+            z = gz[k]
+            ys[k] = (ONE32 - z) * gn[k] + z * hi[k]
+
+    @njit(inline="always", **VEC_JIT)
+    def _cell_row32(cell, t, n, u0, u1, xg, hr, hs, b_hh, h, c, y, gates, aux1, aux2):
+        """The float32 gates and state update of sentence n, units [u0, u1), valid step t:
+        writes y[t, n], the saved gates / tanh(c) / W_hn h + b_hn, and c (not h)."""
+        Hd = h.shape[1]
+        yr = y[t, n]
+        if cell <= 1:
+            _rnn_row32(cell == 1, Hd, u0, u1, xg[t, n], hr, b_hh, yr)
+        elif cell == 2:
+            _lstm_row32(Hd, u0, u1, xg[t, n], hr, hs, b_hh, gates[t, n], c[n], aux2[t, n], yr)
+        else:
+            _gru_row32(Hd, u0, u1, xg[t, n], hr, hs, b_hh, h[n], gates[t, n], aux1[t, n], yr)
 
     @njit(nogil=True, **VEC_JIT)   # nogil: v5 runs it on worker threads
     def _fwd_pointwise32(cell, t, xg, hg, b_hh, hin, hout, c, y, gates, aux1, aux2, lengths):
@@ -749,23 +815,178 @@ if _HAVE_NUMBA:
         N, Hd = hin.shape
         for n in range(N):
             if t < lengths[n]:
+                _cell_row32(cell, t, n, 0, Hd, xg, hg[n], Hd, b_hh, hin, c, y, gates, aux1,
+                            aux2)
                 yr = y[t, n]
-                if cell == 0:
-                    _tanh_seg32(xg[t, n], hg[n], b_hh, yr, 0, Hd)
-                elif cell == 1:
-                    xr, hr = xg[t, n], hg[n]
-                    for u in range(Hd):
-                        a = xr[u] + hr[u] + b_hh[u]
-                        yr[u] = a if a > 0 else ZERO32 * a
-                elif cell == 2:
-                    _lstm_row32(Hd, xg[t, n], hg[n], b_hh, gates[t, n], c[n], aux2[t, n], yr)
-                else:
-                    _gru_row32(Hd, xg[t, n], hg[n], b_hh, hin[n], gates[t, n], aux1[t, n], yr)
                 for u in range(Hd):
                     hout[n, u] = yr[u]
             else:
                 for u in range(Hd):
                     hout[n, u] = hin[n, u]
+
+    # ---- numba v6: packed-W_hh micro-kernel GEMM fused with the gates (kernels/_packed_gemm.py)
+    @njit(parallel=True, **VEC_JIT)
+    def _seq_fwd_v6(cell, xg, bp, b_hh, h, c, lengths, reverse, y, hprev, gates, aux1, aux2,
+                    nth, chunk):
+        """The whole float32 forward time loop, one parallel region per step. Thread ``th``
+        owns the hidden-unit panels [p0, p1) (NR units each) and walks them ``chunk`` panels
+        at a time: it computes the chunk's G gate panels of h_(t-1) @ W_hh^T with the
+        micro-kernel (A = h_(t-1) packed in MR-row panels, B = ``bp`` from
+        ``pack_row_panels``), then those units' gates and state update while they are in
+        cache, and writes the new h of its units into the other A buffer. (The gates run over
+        chunk*NR units at once: LLVM's vector loop needs >= 32 iterations, a 24-unit loop ran
+        scalar at ~70 ns per unit.)"""
+        T, N, GHd = xg.shape
+        Hd = h.shape[1]
+        G = GHd // Hd
+        P = (Hd + NR - 1) // NR
+        Q = (N + MR - 1) // MR
+        hs = chunk * NR                                   # gate stride in the panel buffer
+        ldc = G * hs
+        apack = np.zeros((2, Q * Hd * MR), np.float32)    # rows >= N stay 0
+        panel = np.empty((nth, Q * MR, ldc), np.float32)
+        for n in range(N):
+            q, r = divmod(n, MR)
+            for k in range(Hd):
+                apack[0, (q * Hd + k) * MR + r] = h[n, k]
+        for s in range(T):
+            t = T - 1 - s if reverse else s
+            cur = s % 2
+            for th in prange(nth):
+                a_cur, a_nxt, pg2 = apack[cur], apack[1 - cur], panel[th]
+                pg = pg2.reshape(-1)
+                p1 = (th + 1) * P // nth
+                for pc in range(th * P // nth, p1, chunk):
+                    for p in range(pc, min(pc + chunk, p1)):
+                        for g in range(G):
+                            b0 = (g * P + p) * Hd * NR
+                            c0 = g * hs + (p - pc) * NR
+                            mk_tile_prefetch(a_cur, 0, bp, b0, pg, c0, ldc, Hd)
+                            for q in range(1, Q):
+                                mk_tile(a_cur, q * Hd * MR, bp, b0, pg, q * MR * ldc + c0, ldc,
+                                        Hd)
+                    u0 = pc * NR
+                    u1 = min(min(pc + chunk, p1) * NR, Hd)
+                    for n in range(N):
+                        for u in range(u0, u1):
+                            hprev[t, n, u] = h[n, u]
+                        if cell == 2:
+                            for u in range(u0, u1):
+                                aux1[t, n, u] = c[n, u]
+                        if t < lengths[n]:
+                            _cell_row32(cell, t, n, u0, u1, xg, pg2[n], hs,
+                                        b_hh, h, c, y, gates, aux1, aux2)
+                            for u in range(u0, u1):
+                                h[n, u] = y[t, n, u]
+                        q, r = divmod(n, MR)
+                        for u in range(u0, u1):
+                            a_nxt[(q * Hd + u) * MR + r] = h[n, u]
+        return h, c
+
+    @njit(inline="always", **VEC_JIT)
+    def _v6_chunks(th, nth, P, chunk):
+        """Thread th's panels [p0, p1) of P, and how many chunks of ``chunk`` panels they make."""
+        p0, p1 = th * P // nth, (th + 1) * P // nth
+        return p0, p1, (p1 - p0 + chunk - 1) // chunk
+
+    @njit(inline="always", **VEC_JIT)
+    def _pack_dg_row(dgh, t, n, u0, u1, Hd, G, a, MRr):
+        """A-panel entries of row n for the units [u0, u1) of every gate: a[(q*G*Hd + j)*MR + r]
+        = dgh[t, n, j] (n = q*MR + r)."""
+        q, r = divmod(n, MRr)
+        GHd = G * Hd
+        src = dgh[t, n]
+        for g in range(G):
+            for u in range(g * Hd + u0, g * Hd + u1):
+                a[(q * GHd + u) * MRr + r] = src[u]
+
+    @njit(parallel=True, **VEC_JIT)
+    def _seq_bwd_v6(cell, dy, has_dy, dh, dc, bq, hprev, gates, aux1, aux2, dgx, dgh, lengths,
+                    reverse, k, nth, chunk):
+        """The whole float32 BPTT time loop, one parallel region per step (numba v6). Thread th
+        owns the hidden-unit panels [p0, p1): per step it computes its columns of
+        dg_t @ W_hh with the micro-kernel (A = dg_t of all units, packed; B = ``bq`` from
+        ``pack_col_panels(w_hh)``), finishes dh_(t-1) for its units (pass-through, truncation),
+        then runs the elementwise step t-1 for those units right away and packs their dg_(t-1)
+        into the other A buffer: one barrier per step."""
+        T, N, GHd = dgx.shape
+        Hd = dh.shape[1]
+        G = GHd // Hd
+        P = (Hd + NR - 1) // NR
+        Q = (N + MR - 1) // MR
+        W = chunk * NR
+        apack = np.zeros((2, Q * GHd * MR), np.float32)   # rows >= N stay 0
+        mmbuf = np.empty((nth, Q * MR, W), np.float32)
+        sbuf = np.empty((nth, W), np.float32)
+        dtmp = np.empty_like(dh)
+        t0 = 0 if reverse else T - 1                       # first step processed
+        for th in prange(nth):
+            p0, p1, nc = _v6_chunks(th, nth, P, chunk)
+            for ci in range(nc):
+                u0, u1 = (p0 + ci * chunk) * NR, min(min(p0 + (ci + 1) * chunk, p1) * NR, Hd)
+                for n in range(N):
+                    _bwd_row32(cell, t0, n, u0, u1, dy, has_dy, dh, dc, dtmp, hprev, gates,
+                               aux1, aux2, dgx, dgh, lengths, sbuf[th])
+                    _pack_dg_row(dgh, t0, n, u0, u1, Hd, G, apack[0], MR)
+        for s in range(T):
+            t = s if reverse else T - 1 - s
+            tn = t + 1 if reverse else t - 1                   # next step processed
+            cur = s % 2
+            for th in prange(nth):
+                a_cur, a_nxt, mm = apack[cur], apack[1 - cur], mmbuf[th]
+                p0, p1, nc = _v6_chunks(th, nth, P, chunk)
+                for ci in range(nc):
+                    pc = p0 + ci * chunk
+                    pe = min(pc + chunk, p1)
+                    u0, u1 = pc * NR, min(pe * NR, Hd)
+                    mf = mm.reshape(-1)
+                    # k blocked by gate (Hd rows of W_hh), the gate loop outermost: one gate's
+                    # A block (N x Hd, 256 KB at N=64) stays in L2 over the chunk's panels;
+                    # the whole K = G*Hd per panel streamed a 1 MB A from L3 per panel
+                    # (LSTM N=64: the GEMM took 635 ms per sequence vs 345 forward)
+                    for g in range(G):
+                        for p in range(pc, pe):
+                            c0 = (p - pc) * NR
+                            b0 = (p * GHd + g * Hd) * NR
+                            if g == 0:
+                                mk_tile_prefetch(a_cur, 0, bq, b0, mf, c0, W, Hd)
+                            else:
+                                mk_tile_acc_prefetch(a_cur, g * Hd * MR, bq, b0, mf, c0, W, Hd)
+                            for q in range(1, Q):
+                                a0 = (q * GHd + g * Hd) * MR
+                                if g == 0:
+                                    mk_tile(a_cur, a0, bq, b0, mf, q * MR * W + c0, W, Hd)
+                                else:
+                                    mk_tile_acc(a_cur, a0, bq, b0, mf, q * MR * W + c0, W, Hd)
+                    for n in range(N):
+                        _combine_row32(n, u0, u1, t, mm[n], dtmp, dh, dc, cell == 2, lengths,
+                                       reverse, k)
+                        if s + 1 < T:
+                            _bwd_row32(cell, tn, n, u0, u1, dy, has_dy, dh, dc, dtmp, hprev,
+                                       gates, aux1, aux2, dgx, dgh, lengths, sbuf[th])
+                            _pack_dg_row(dgh, tn, n, u0, u1, Hd, G, a_nxt, MR)
+        return dh, dc
+
+    @njit(inline="always", **VEC_JIT)
+    def _combine_row32(n, u0, u1, t, mmr, dtmp, dh, dc, is_lstm, lengths, reverse, k):
+        """dh_(t-1)[n, u0:u1] = dtmp + (dg_t @ W_hh) (mmr[:u1-u0]) at a valid step, zero where
+        truncated BPTT cuts (dc too), dtmp alone at a padded step."""
+        m = u1 - u0
+        dhr, tm = dh[n, u0:u1], dtmp[n, u0:u1]
+        if t < lengths[n]:
+            if _bptt_cut(t, lengths[n], reverse, k):
+                for j in range(m):
+                    dhr[j] = ZERO32
+                if is_lstm:
+                    dcr = dc[n, u0:u1]
+                    for j in range(m):
+                        dcr[j] = ZERO32
+            else:
+                for j in range(m):
+                    dhr[j] = tm[j] + mmr[j]
+        else:
+            for j in range(m):
+                dhr[j] = tm[j]
 
     @njit(inline="always", **_jit)
     def _bwd_unit(cell, t, n, u, Hd, dht, dh, dc, dtmp, hprev, gates, aux1, aux2, dgx, dgh):
@@ -862,84 +1083,121 @@ if _HAVE_NUMBA:
             _bwd_ser_body(3, t, dy, has_dy, dh, dc, dtmp, hprev, gates, aux1, aux2, dgx, dgh, lengths)
 
     # ---- numba v5: the backward elementwise step as short vectorisable float32 loops ---------
+    # On unit ranges [u0, u1) through zero-based slices, as the forward's row helpers (v6 runs
+    # them on one thread's units).
     @njit(inline="always", **VEC_JIT)
-    def _lstm_bwd_row32(Hd, s, gr, tcr, cpr, dcr, gx):
-        """s = dh + dy of one sentence; writes dgx's four slices, dc <- dc_(t-1)."""
-        for u in range(Hd):                                   # o gate
-            o = gr[3 * Hd + u]
-            gx[3 * Hd + u] = s[u] * tcr[u] * o * (ONE32 - o)
-        for u in range(Hd):                                   # dc_t = dc + dh o (1 - tanh^2 c)
-            tc = tcr[u]
-            dcr[u] = dcr[u] + s[u] * gr[3 * Hd + u] * (ONE32 - tc * tc)
-        for u in range(Hd):                                   # i, f, g gates
-            i, f, g = gr[u], gr[Hd + u], gr[2 * Hd + u]
-            dct = dcr[u]
-            gx[u] = dct * g * i * (ONE32 - i)
-            gx[Hd + u] = dct * cpr[u] * f * (ONE32 - f)
-            gx[2 * Hd + u] = dct * i * (ONE32 - g * g)
-        for u in range(Hd):                                   # dc_(t-1) = dc_t f
-            dcr[u] = dcr[u] * gr[Hd + u]
+    def _lstm_bwd_row32(Hd, u0, u1, s, gr, tcr, cpr, dcr, gx):
+        """s = (dh + dy)[u0:u1] of one sentence; writes dgx's four slices, dc <- dc_(t-1)."""
+        gi, gf = gr[u0:u1], gr[Hd + u0:Hd + u1]
+        gg, go = gr[2 * Hd + u0:2 * Hd + u1], gr[3 * Hd + u0:3 * Hd + u1]
+        xi, xf = gx[u0:u1], gx[Hd + u0:Hd + u1]
+        xg, xo = gx[2 * Hd + u0:2 * Hd + u1], gx[3 * Hd + u0:3 * Hd + u1]
+        tc, cp, dcs = tcr[u0:u1], cpr[u0:u1], dcr[u0:u1]
+        n = u1 - u0
+        for k in range(n):                                    # o gate
+            o = go[k]
+            xo[k] = s[k] * tc[k] * o * (ONE32 - o)
+        for k in range(n):                                    # dc_t = dc + dh o (1 - tanh^2 c)
+            dcs[k] = dcs[k] + s[k] * go[k] * (ONE32 - tc[k] * tc[k])
+        for k in range(n):              # i, f, g gates: one output per loop (fewer overlap
+            i = gi[k]                   # checks, or LLVM leaves the loop scalar)
+            xi[k] = dcs[k] * gg[k] * i * (ONE32 - i)
+        for k in range(n):
+            f = gf[k]
+            xf[k] = dcs[k] * cp[k] * f * (ONE32 - f)
+        for k in range(n):
+            g = gg[k]
+            xg[k] = dcs[k] * gi[k] * (ONE32 - g * g)
+        for k in range(n):                                    # dc_(t-1) = dc_t f
+            dcs[k] = dcs[k] * gf[k]
 
     @njit(inline="always", **VEC_JIT)
-    def _gru_bwd_row32(Hd, s, gr, hnr, hpr, gx, gh, tmp):
-        for u in range(Hd):                                   # n gate
-            z, nn = gr[Hd + u], gr[2 * Hd + u]
-            gx[2 * Hd + u] = s[u] * (ONE32 - z) * (ONE32 - nn * nn)
-        for u in range(Hd):                                   # r gate (through W_hn h + b_hn)
-            r = gr[u]
-            gx[u] = gx[2 * Hd + u] * hnr[u] * r * (ONE32 - r)
-        for u in range(Hd):                                   # z gate
-            z = gr[Hd + u]
-            gx[Hd + u] = s[u] * (hpr[u] - gr[2 * Hd + u]) * z * (ONE32 - z)
-        for u in range(2 * Hd):
-            gh[u] = gx[u]
-        for u in range(Hd):
-            gh[2 * Hd + u] = gx[2 * Hd + u] * gr[u]
-        for u in range(Hd):                                   # the part of dh_(t-1) past W_hh
-            tmp[u] = s[u] * gr[Hd + u]
+    def _gru_bwd_row32(Hd, u0, u1, s, gr, hnr, hpr, gx, gh, tmp):
+        gr_, gz, gn = gr[u0:u1], gr[Hd + u0:Hd + u1], gr[2 * Hd + u0:2 * Hd + u1]
+        xr, xz, xn = gx[u0:u1], gx[Hd + u0:Hd + u1], gx[2 * Hd + u0:2 * Hd + u1]
+        hr, hz, hn = gh[u0:u1], gh[Hd + u0:Hd + u1], gh[2 * Hd + u0:2 * Hd + u1]
+        hnv, hp, tm = hnr[u0:u1], hpr[u0:u1], tmp[u0:u1]
+        n = u1 - u0
+        for k in range(n):                                    # n gate
+            z, nn = gz[k], gn[k]
+            xn[k] = s[k] * (ONE32 - z) * (ONE32 - nn * nn)
+        for k in range(n):                                    # r gate (through W_hn h + b_hn)
+            r = gr_[k]
+            xr[k] = xn[k] * hnv[k] * r * (ONE32 - r)
+        for k in range(n):                                    # z gate
+            z = gz[k]
+            xz[k] = s[k] * (hp[k] - gn[k]) * z * (ONE32 - z)
+        for k in range(n):
+            hr[k] = xr[k]
+        for k in range(n):
+            hz[k] = xz[k]
+        for k in range(n):
+            hn[k] = xn[k] * gr_[k]
+        for k in range(n):                                    # the part of dh_(t-1) past W_hh
+            tm[k] = s[k] * gz[k]
+
+    @njit(inline="always", **VEC_JIT)
+    def _bwd_row32(cell, t, n, u0, u1, dy, has_dy, dh, dc, dtmp, hprev, gates, aux1, aux2, dgx,
+                   dgh, lengths, sbuf):
+        """Backward elementwise step of sentence n, units [u0, u1): the pre-activation
+        gradients dgx[t, n] (and GRU's dgh) from dh (+ dy[t]); dc <- dc_(t-1); dtmp gets the
+        part of dh_(t-1) that bypasses W_hh. sbuf: scratch of >= u1 - u0 values."""
+        m = u1 - u0
+        tm = dtmp[n, u0:u1]
+        dhr = dh[n, u0:u1]
+        if t >= lengths[n]:                                   # padded: dh passes through
+            for k in range(m):
+                tm[k] = dhr[k]
+            return
+        s = sbuf[:m]
+        if has_dy:
+            dyr = dy[t, n, u0:u1]
+            for k in range(m):
+                s[k] = dhr[k] + dyr[k]
+        else:
+            for k in range(m):
+                s[k] = dhr[k]
+        gr, gx = gates[t, n], dgx[t, n]
+        if cell == 0:
+            g0, x0 = gr[u0:u1], gx[u0:u1]
+            for k in range(m):
+                x0[k] = s[k] * (ONE32 - g0[k] * g0[k])
+        elif cell == 1:
+            g0, x0 = gr[u0:u1], gx[u0:u1]
+            for k in range(m):
+                x0[k] = s[k] if g0[k] > 0 else ZERO32 * s[k]
+        elif cell == 2:
+            _lstm_bwd_row32(dh.shape[1], u0, u1, s, gr, aux2[t, n], aux1[t, n], dc[n], gx)
+        else:
+            _gru_bwd_row32(dh.shape[1], u0, u1, s, gr, aux1[t, n], hprev[t, n], gx, dgh[t, n],
+                           dtmp[n])
+        if cell != 3:
+            for k in range(m):
+                tm[k] = ZERO32
 
     @njit(nogil=True, **VEC_JIT)   # nogil: v5 runs it on worker threads
     def _bwd_pointwise32(cell, t, dy, has_dy, dh, dc, dtmp, hprev, gates, aux1, aux2, dgx, dgh,
                          lengths):
         """float32 twin of _bwd_pointwise_serial (numba v5), one sentence row at a time."""
         N, Hd = dh.shape
-        s = np.empty(Hd, dh.dtype)
+        sbuf = np.empty(Hd, dh.dtype)
         for n in range(N):
-            if t >= lengths[n]:                               # padded: dh passes through
-                for u in range(Hd):
-                    dtmp[n, u] = dh[n, u]
-                continue
-            dhr = dh[n]
-            if has_dy:
-                dyr = dy[t, n]
-                for u in range(Hd):
-                    s[u] = dhr[u] + dyr[u]
-            else:
-                for u in range(Hd):
-                    s[u] = dhr[u]
-            gr, gx = gates[t, n], dgx[t, n]
-            if cell == 0:
-                for u in range(Hd):
-                    gx[u] = s[u] * (ONE32 - gr[u] * gr[u])
-            elif cell == 1:
-                for u in range(Hd):
-                    gx[u] = s[u] if gr[u] > 0 else ZERO32 * s[u]
-            elif cell == 2:
-                _lstm_bwd_row32(Hd, s, gr, aux2[t, n], aux1[t, n], dc[n], gx)
-            else:
-                _gru_bwd_row32(Hd, s, gr, aux1[t, n], hprev[t, n], gx, dgh[t, n], dtmp[n])
-            if cell != 3:
-                for u in range(Hd):
-                    dtmp[n, u] = ZERO32
+            _bwd_row32(cell, t, n, 0, Hd, dy, has_dy, dh, dc, dtmp, hprev, gates, aux1, aux2,
+                       dgx, dgh, lengths, sbuf)
+
+    @njit(inline="always", **_jit)
+    def _bptt_cut(t, length, reverse, k):
+        """Whether truncated BPTT (k steps) drops the gradient entering valid step t of a
+        sentence of this length: its processing-order step s = k, 2k, ..."""
+        if k <= 0:
+            return False
+        s = length - 1 - t if reverse else t
+        return s > 0 and s % k == 0
 
     @njit(inline="always", **_jit)
     def _combine_range(n, u0, u1, t, mm, dtmp, dh, dc, is_lstm, lengths, reverse, k):
         if t < lengths[n]:
-            cut = False
-            if k > 0:
-                s = lengths[n] - 1 - t if reverse else t
-                cut = s > 0 and s % k == 0
-            if cut:
+            if _bptt_cut(t, lengths[n], reverse, k):
                 for u in range(u0, u1):
                     dh[n, u] = 0
                     if is_lstm:
@@ -987,10 +1245,7 @@ if _HAVE_NUMBA:
                             for uu in range(w):
                                 acc[n, uu] += g * w_hh[j, u0 + uu]
             for n in range(N):
-                cut = False
-                if t < lengths[n] and k > 0:
-                    s = lengths[n] - 1 - t if reverse else t
-                    cut = s > 0 and s % k == 0
+                cut = t < lengths[n] and _bptt_cut(t, lengths[n], reverse, k)
                 for uu in range(w):
                     u = u0 + uu
                     if t < lengths[n]:
@@ -1270,12 +1525,16 @@ def _v4_backward(code, cell, dyv, has_dy, dh, dc, w_hh, hprev, gates, aux1, aux2
     _run_workers(work, _slices(N, nw))
 
 
-def _nb_prepare_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, fast_t=False):
+def _nb_prepare_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, fast_t=False,
+                        packed=False):
     x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, T, N, G, Hd = _check_forward(
         cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths)
     dt = x.dtype
     xg = _input_projection(x, w_ih, b_ih)                 # ONE GEMM for all T steps
-    wT = _transposed(w_hh, fast_t)                        # (Hd, G*Hd): contiguous inner loop
+    if packed:                                            # v6: W_hh^T in micro-kernel panels
+        wT = pack_row_panels(w_hh, Hd, G, np.empty(G * -(-Hd // NR) * Hd * NR, dt))
+    else:
+        wT = _transposed(w_hh, fast_t)                    # (Hd, G*Hd): contiguous inner loop
     bhh = np.zeros(G * Hd, dt) if b_hh is None else b_hh
     h = np.zeros((N, Hd), dt) if h0 is None else h0.copy()
     c = np.zeros((N, Hd), dt) if c0 is None or cell != "lstm" else c0.copy()
@@ -1290,10 +1549,37 @@ def _nb_prepare_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, fast_t
     return xg, wT, bhh, h, c, lens, cache, y, aux1, aux2, T, N, G, Hd
 
 
+# numba v6: micro-kernel panels (NR units each) per gates pass; see _seq_fwd_v6
+V6_CHUNK = 4
+# numba v6's work split: None uses numba.get_num_threads() parts (one per thread); tests set
+# other counts (uneven panel ranges) - any count is correct, prange runs the parts on its pool
+V6_THREADS = None
+# numba v6 runs its packed loops from this batch size on (below, v5's GEMV paths stream W_hh
+# faster than a 4-row tile that is mostly padding)
+PACKED_MIN_N = 4
+
+
+def _v6_threads():
+    return max(1, V6_THREADS if V6_THREADS is not None else numba.get_num_threads())
+
+
+def _packed_path(version, x):
+    """Whether numba v6 runs its packed micro-kernel loops: float32 and N >= PACKED_MIN_N;
+    otherwise (and for float64) v6 runs as v5."""
+    return (version == 6 and isinstance(x, np.ndarray) and x.dtype == np.float32
+            and x.ndim == 3 and x.shape[1] >= PACKED_MIN_N)
+
+
 def _nb_forward(version, cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse):
+    packed = _packed_path(version, x)
+    version = 5 if version == 6 else version
     xg, wT, bhh, h, c, lens, cache, y, aux1, aux2, T, N, G, Hd = _nb_prepare_forward(
-        cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, fast_t=(version >= 4))
+        cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, fast_t=(version >= 4), packed=packed)
     code = _CODE[cell]
+    if packed:
+        h, c = _seq_fwd_v6(code, xg, wT, bhh, h, c, lens, bool(reverse), y, cache["hprev"],
+                           cache["gates"], aux1, aux2, _v6_threads(), V6_CHUNK)
+        return (y, h, c, cache) if cell == "lstm" else (y, h, cache)
     nw = _split_workers(N) if version >= 4 else 1
     if version == 5 and _needs_whhT(N, nw):
         _keep_whhT(cache, w_hh, wT)
@@ -1327,6 +1613,8 @@ def _nb_forward(version, cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, rever
 
 def _nb_backward(version, cell, dw_ih, dw_hh, db_ih, db_hh, dy, dh_n, dc_n, x, w_ih, w_hh,
                  cache, lengths, reverse, bptt_steps):
+    packed = _packed_path(version, x)
+    version = 5 if version == 6 else version
     kept_whhT = _cached_whhT(cache, w_hh) if version == 5 else None
     (x, w_ih, w_hh, cache, dy, dh_n, dc_n, lengths, k, T, N, G, Hd) = _check_backward(
         cell, dw_ih, dw_hh, db_ih, db_hh, dy, dh_n, dc_n, x, w_ih, w_hh, cache, lengths,
@@ -1350,9 +1638,13 @@ def _nb_backward(version, cell, dw_ih, dw_hh, db_ih, db_hh, dy, dh_n, dc_n, x, w
     serial_pw = _bwd_pointwise32 if fast32 else _bwd_pointwise_serial
     # per-sentence GEMVs (v4/v5) use the dot form over a contiguous W_hh^T (2x the axpy form)
     whhT = None
-    if version >= 4 and _needs_whhT(N, nw):
+    if version >= 4 and _needs_whhT(N, nw) and not packed:
         whhT = kept_whhT if kept_whhT is not None else _transposed(w_hh, True)
-    if nw > 1:                                            # v4/v5: one BPTT loop per batch slice
+    if packed:                                            # v6: packed W_hh micro-kernel
+        bq = pack_col_panels(w_hh, np.empty(-(-Hd // NR) * G * Hd * NR, dt))
+        dh, dc = _seq_bwd_v6(code, dyv, has_dy, dh, dc, bq, hprev, gates, aux1, aux2, dgx, dgh,
+                             lens, rev, k, _v6_threads(), V6_CHUNK)
+    elif nw > 1:                                          # v4/v5: one BPTT loop per batch slice
         _v4_backward(code, cell, dyv, has_dy, dh, dc, w_hh, hprev, gates, aux1, aux2, cache,
                      dgx, dgh, lens, rev, k, T, N, nw, serial_pw, whhT)
     elif version in (1, 4, 5):
@@ -1643,8 +1935,11 @@ def _make(cell):
             4: "N in 2..4 or >= 32: one whole time loop per batch slice and thread (1-thread "
                "BLAS, no per-step barrier); other N run v1's loop",
             5: "v4 with the forward elementwise step vectorised in float32 (polynomial exp, "
-               "AVX2: ~4x faster gates); float64 runs as v4"}
-    for v in (1, 2, 3, 4, 5):
+               "AVX2: ~4x faster gates); float64 runs as v4",
+            6: "float32, N >= 4: W_hh packed once per call, per step ONE parallel region of a "
+               "4x24 register-tiled micro-kernel fused with the gates (forward and BPTT); "
+               "float64 and N < 4 run as v5"}
+    for v in (1, 2, 3, 4, 5, 6):
         if lstm:
             def nb_fwd(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=None, reverse=False, _v=v):
                 return _nb_forward(_v, cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse)
@@ -1662,9 +1957,9 @@ def _make(cell):
                        reverse=False, bptt_steps=None, _v=v):
                 return _nb_backward(_v, cell, dw_ih, dw_hh, db_ih, db_hh, dy, dh_n, None, x,
                                     w_ih, w_hh, cache, lengths, reverse, bptt_steps)
-        registry.register(f"{cell}_sequence_forward", "numba", v, default=(v == 5),
+        registry.register(f"{cell}_sequence_forward", "numba", v, default=(v == 6),
                           doc=docs[v])(nb_fwd)
-        registry.register(f"{cell}_sequence_backward", "numba", v, default=(v == 5),
+        registry.register(f"{cell}_sequence_backward", "numba", v, default=(v == 6),
                           doc=docs[v])(nb_bwd)
 
 

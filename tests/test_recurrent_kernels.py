@@ -10,7 +10,7 @@ from kernels import recurrent, registry
 from kernels.recurrent import CELLS, GATES, SMALL_N
 from util import assert_close, numerical_grad
 
-VERSIONS = [("numba", v) for v in (1, 2, 3, 4, 5)]
+VERSIONS = [("numba", v) for v in (1, 2, 3, 4, 5, 6)]
 
 
 def make(cell, T, N, I, Hd, dtype, rng, scale=0.5):
@@ -453,6 +453,44 @@ def test_v5_backward_reuses_the_forwards_transpose(N, rng, monkeypatch):
         rdx = registry.get(f"{cell}_sequence_backward", "numpy")(
             *rgrads, p["dy"], p["dh_n"], p["dc_n"], p["x"], p["w_ih"], w_hh, cache)[0]
         assert_close(f"dx with w_hh changed ({change})", dx, rdx, 2e-4, 2e-4)
+
+
+@pytest.mark.parametrize("threads,chunk", [(1, 4), (2, 1), (3, 3)])
+@pytest.mark.parametrize("cell", CELLS)
+def test_v6_packed_loops_match_reference(cell, threads, chunk, monkeypatch):
+    """numba v6's packed micro-kernel loops (forward and BPTT) equal the reference: batches
+    that do and do not fill the 4-row tiles (N = 4, 6, 13), hidden sizes that do not fill the
+    24-unit panels (Hd = 37, 100), uneven panel ranges per thread and chunk sizes, with
+    lengths, reverse, truncation, no dy, no bias. The packed path must actually run."""
+    monkeypatch.setattr(recurrent, "V6_THREADS", threads)
+    monkeypatch.setattr(recurrent, "V6_CHUNK", chunk)
+    ran = []
+    for name in ("_seq_fwd_v6", "_seq_bwd_v6"):
+        real = getattr(recurrent, name)
+        monkeypatch.setattr(recurrent, name,
+                            lambda *a, _r=real, _n=name: ran.append(_n) or _r(*a))
+    rng = np.random.default_rng(threads * 10 + chunk)
+    for N, Hd in ((4, 37), (6, 100), (13, 37)):
+        p = make(cell, 5, N, 3, Hd, np.float32, rng, scale=0.4)
+        lengths = rng.integers(1, 6, size=N)
+        for kw in (dict(), dict(lengths=lengths, reverse=True, bptt=2),
+                   dict(lengths=lengths, use_dy=False, bias=False)):
+            ran.clear()
+            ref = run(cell, "numpy", 1, p, **kw)
+            got = run(cell, "numba", 6, p, **kw)
+            assert ran == ["_seq_fwd_v6", "_seq_bwd_v6"]
+            compare(got, ref, np.float32, f"{cell} v6 N={N} Hd={Hd} {kw}")
+
+
+def test_v6_runs_as_v5_below_its_batch_and_for_float64(rng):
+    """v6 keeps v5's paths where they are faster or the micro-kernel does not apply."""
+    assert recurrent._packed_path(6, np.zeros((2, recurrent.PACKED_MIN_N, 3), np.float32))
+    assert not recurrent._packed_path(6, np.zeros((2, recurrent.PACKED_MIN_N - 1, 3),
+                                                  np.float32))
+    assert not recurrent._packed_path(6, np.zeros((2, 8, 3), np.float64))
+    assert not recurrent._packed_path(5, np.zeros((2, 8, 3), np.float32))
+    p = make("gru", 3, 1, 2, 30, np.float32, rng)
+    compare(run("gru", "numba", 6, p), run("gru", "numba", 5, p), np.float32, "v6 N=1")
 
 
 def test_v4_slices_cover_the_batch():

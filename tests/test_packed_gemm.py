@@ -1,0 +1,85 @@
+"""The packed micro-kernel GEMM (kernels/_packed_gemm.py) against NumPy: tile kernels
+(overwrite, accumulate, prefetching twins), panel packing with zero padding, odd K."""
+import numpy as np
+import pytest
+from numba import njit
+from numba.core.errors import TypingError
+
+from kernels import _packed_gemm as pg
+from kernels._packed_gemm import MR, NR
+
+
+@njit(cache=False)
+def _gemm(a_pack, b_pack, c, Q, P, K, ldc, variant):
+    """C (Q*MR, P*NR) = A @ B through the tile kernels; variant 1 accumulates onto C,
+    2 / 3 the prefetching twins of 0 / 1."""
+    for p in range(P):
+        for q in range(Q):
+            a0, b0, c0 = q * K * MR, p * K * NR, q * MR * ldc + p * NR
+            if variant == 0:
+                pg.mk_tile(a_pack, a0, b_pack, b0, c, c0, ldc, K)
+            elif variant == 1:
+                pg.mk_tile_acc(a_pack, a0, b_pack, b0, c, c0, ldc, K)
+            elif variant == 2:
+                pg.mk_tile_prefetch(a_pack, a0, b_pack, b0, c, c0, ldc, K)
+            else:
+                pg.mk_tile_acc_prefetch(a_pack, a0, b_pack, b0, c, c0, ldc, K)
+
+
+def _pack_a(a, Q):
+    """Rows of a in MR-row panels, a[(q*K + k)*MR + r], zero rows past M."""
+    M, K = a.shape
+    pad = np.zeros((Q * MR, K), np.float32)
+    pad[:M] = a
+    return np.ascontiguousarray(pad.reshape(Q, MR, K).transpose(0, 2, 1)).reshape(-1)
+
+
+@pytest.mark.parametrize("variant", [0, 1, 2, 3], ids=["tile", "acc", "tile-pf", "acc-pf"])
+@pytest.mark.parametrize("M,K,C", [(4, 1, 24), (5, 37, 30), (13, 300, 100)])
+def test_tile_kernels_match_numpy(M, K, C, variant):
+    rng = np.random.default_rng(M * K)
+    a = rng.standard_normal((M, K)).astype(np.float32)
+    w = rng.standard_normal((C, K)).astype(np.float32)    # B = w.T: columns are rows of w
+    Q, P = -(-M // MR), -(-C // NR)
+    b_pack = pg.pack_row_panels(w, C, 1, np.full(P * K * NR, np.nan, np.float32))
+    c0 = rng.standard_normal((Q * MR, P * NR)).astype(np.float32)
+    c = c0.copy()
+    _gemm(_pack_a(a, Q), b_pack, c.reshape(-1), Q, P, K, P * NR, variant)
+    want = np.zeros_like(c0)
+    want[:M, :C] = a.astype(np.float64) @ w.T.astype(np.float64)
+    if variant in (1, 3):
+        want += c0
+    np.testing.assert_allclose(c, want, rtol=1e-5, atol=1e-4 * np.sqrt(K))
+
+
+def test_row_panels_layout_and_padding():
+    """pack_row_panels: group g, panel p, k, j holds w[g*R + p*NR + j, k]; 0 past the group."""
+    G, R, K = 3, 30, 5
+    w = np.arange(G * R * K, dtype=np.float32).reshape(G * R, K) + 1
+    P = -(-R // NR)
+    out = pg.pack_row_panels(w, R, G, np.full(G * P * K * NR, np.nan, np.float32))
+    out = out.reshape(G, P, K, NR)
+    for g in range(G):
+        for p in range(P):
+            for j in range(NR):
+                u = p * NR + j
+                want = w[g * R + u] if u < R else np.zeros(K, np.float32)
+                np.testing.assert_array_equal(out[g, p, :, j], want)
+
+
+def test_col_panels_layout_and_padding():
+    K, C = 7, 50
+    w = np.arange(K * C, dtype=np.float32).reshape(K, C) + 1
+    P = -(-C // NR)
+    out = pg.pack_col_panels(w, np.full(P * K * NR, np.nan, np.float32)).reshape(P, K, NR)
+    full = np.zeros((K, P * NR), np.float32)
+    full[:, :C] = w
+    np.testing.assert_array_equal(out, full.reshape(K, P, NR).transpose(1, 0, 2))
+
+
+def test_tile_kernel_rejects_other_dtypes():
+    """Only float32 operands type-check: a float64 array is a typing error, not silent
+    reinterpretation of its bytes."""
+    a = np.zeros(MR * 3)
+    with pytest.raises(TypingError):
+        _gemm(a, np.zeros(NR * 3, np.float32), np.zeros(MR * NR, np.float32), 1, 1, 3, NR, 0)
