@@ -86,16 +86,21 @@ def test_mismatch_exits_nonzero_and_names_the_tensor(capsys):
     registry.register("maxpool2d_forward", "numba", ver)(registry.get("maxpool2d_forward", "numba").fn)
     registry.register("maxpool2d_backward", "numba", ver)(wrong_backward)
     try:
-        code, out = run_cli(capsys, "compare", "maxpool2d", "--backends", "numba",
-                            "--versions", str(ver), "--no-torch", "--budget", "0.01", "--json")
+        code, out = run_cli(capsys, "compare", "maxpool2d", "--workload", "seeds", "--scale",
+                            "0.25", "--backends", "numba", "--versions", f"1,{ver}",
+                            "--no-torch", "--budget", "0.01", "--json")
     finally:
         for op in ("maxpool2d_forward", "maxpool2d_backward"):
             registry._KERNELS.pop((op, "numba", ver))
     assert code == 1
     data = json.loads(out)
-    assert data["rows"] == []          # nothing is timed when anything mismatches
-    assert {f["tensor"] for f in data["failures"]} == {"dx"}
-    assert data["failures"][0]["impl"] == f"numba/v{ver}"
+    names = [w.name for w in get_set("seeds", scale=0.25, ops=["maxpool2d"])]
+    assert len(names) > 1
+    # the wrong kernel fails on every workload and is never timed; the correct one is timed
+    # on every workload, the ones after a failure included
+    assert [(f["workload"], f["impl"], f["tensor"]) for f in data["failures"]] == [
+        (n, f"numba/v{ver}", "dx") for n in names]
+    assert [(r["workload"], r["impl"]) for r in data["rows"]] == [(n, "numba/v1") for n in names]
 
 
 def test_unknown_version_and_backend_are_errors(capsys):
