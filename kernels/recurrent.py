@@ -79,7 +79,7 @@ numba v5  v4 with the elementwise step kernels rewritten for float32 as short lo
           v5's forward leaves its W_hh^T in the cache and the backward reuses it when given
           the very same w_hh, unchanged (a fingerprint of 4096 values; 20 us): one 8-12 ms
           transpose per LSTM training step instead of two.
-numba v6  (default) float32 with N >= PACKED_MIN_N (4): no BLAS call inside the time loop.
+numba v6  (default) float32 with N >= PACKED_MIN_N (3): no BLAS call inside the time loop.
           W_hh is packed ONCE per call into 24-column panels (``kernels/_packed_gemm.py``),
           and each step is ONE numba parallel region in which every thread owns a range of
           hidden units: it runs a 4x24 register-tiled micro-kernel (LLVM IR, 12 AVX2 FMA
@@ -91,7 +91,7 @@ numba v6  (default) float32 with N >= PACKED_MIN_N (4): no BLAS call inside the 
           its thread pool and numba's spin against each other when they alternate every step;
           here one pool does everything and each thread streams only its own panels. The
           micro-kernel reaches 75-80 GFLOP/s on one core and ~155 on two (64 x 1000 x 4000;
-          OpenBLAS: 139-143 on two). float64 and N < 4 (GEMV-bound: v5's per-sentence GEMVs
+          OpenBLAS: 139-143 on two). float64 and N < 3 (GEMV-bound: v5's per-sentence GEMVs
           stream W_hh faster than a mostly padded 4-row tile) run exactly as v5.
 Jordan: ``jordan_sequence_forward`` / ``jordan_sequence_backward`` on numpy v1 and numba v1 (one
 njit call for the loop, BLAS inside).
@@ -1554,9 +1554,11 @@ V6_CHUNK = 4
 # numba v6's work split: None uses numba.get_num_threads() parts (one per thread); tests set
 # other counts (uneven panel ranges) - any count is correct, prange runs the parts on its pool
 V6_THREADS = None
-# numba v6 runs its packed loops from this batch size on (below, v5's GEMV paths stream W_hh
-# faster than a 4-row tile that is mostly padding)
-PACKED_MIN_N = 4
+# numba v6 runs its packed loops from this batch size on. Below, v5's per-sentence GEMVs stream
+# W_hh faster than a 4-row tile that is mostly padding (speech shape, fwd+bwd, 7 interleaved
+# rounds, v5 vs packed: LSTM N=1 116 vs 173 ms, N=2 147 vs 148, N=3 319 vs 150; GRU N=1 55 vs
+# 79, N=2 99 vs 100, N=3 175 vs 100)
+PACKED_MIN_N = 3
 
 
 def _v6_threads():
@@ -1936,9 +1938,9 @@ def _make(cell):
                "BLAS, no per-step barrier); other N run v1's loop",
             5: "v4 with the forward elementwise step vectorised in float32 (polynomial exp, "
                "AVX2: ~4x faster gates); float64 runs as v4",
-            6: "float32, N >= 4: W_hh packed once per call, per step ONE parallel region of a "
+            6: "float32, N >= 3: W_hh packed once per call, per step ONE parallel region of a "
                "4x24 register-tiled micro-kernel fused with the gates (forward and BPTT); "
-               "float64 and N < 4 run as v5"}
+               "float64 and N < 3 run as v5"}
     for v in (1, 2, 3, 4, 5, 6):
         if lstm:
             def nb_fwd(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=None, reverse=False, _v=v):
