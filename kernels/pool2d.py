@@ -42,7 +42,10 @@ maxpool2d_forward
               registers (float2 / double2 __ldg of columns 2q, 2q+1 when rows are aligned;
               3x3/2 shares the middle row), else v1's loop. Same results as v1 bit for bit.
               The cuda default: H200, N64 C64 112x112, forward 2.06 TB/s (50% of copy) 2x2/2,
-              1.79 TB/s 3x3/2 (v1 1.49 / 1.24), 0.99x / 1.08x PyTorch
+              1.79 TB/s 3x3/2 (v1 1.49 / 1.24), 0.99x / 1.08x PyTorch. Those are single
+              calls; back to back (H100) it moves 98% / 93% of copy bandwidth, and ~0.09 ms of
+              a single call is host overhead. A v3 with 2 output columns x 2-4 rows per thread
+              and 16-byte row loads tied it on 2x2/2 and lost on 3x3/2 (not kept).
 maxpool2d_backward
     numpy v1  reference: ``np.add.at`` scatter-add of dout at argmax
     numba v1  zero dx, then scatter-add per plane, prange over N·C planes
@@ -64,7 +67,7 @@ avgpool2d_forward
     cuda v1   one thread per output element, accumulator in the input dtype
     cuda v2   maxpool2d_forward v2's grid and fast paths; v1's summation order and division
               (same bits). The cuda default: H200 N64 forward 42% / 40% of copy bandwidth
-              (2x2/2 / 3x3/2), 1.10x / 1.12x PyTorch
+              (2x2/2 / 3x3/2), 1.10x / 1.12x PyTorch; back to back (H100) 96% / 94%
 avgpool2d_backward
     numpy v1  reference: strided-slice scatter of dout / divisor into padded dx
     numba v1  per-plane zero + scatter over the clipped window, prange over planes

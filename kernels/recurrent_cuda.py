@@ -55,7 +55,7 @@ from __future__ import annotations
 import numpy as np
 
 from .cuda.common import THREADS as CUDA_THREADS
-from .cuda.common import blocks_for, ctype, device_xp, register_cuda
+from .cuda.common import blocks_for, ctype, device_lengths, device_xp, register_cuda
 from .cuda.loader import load_module
 from .recurrent import (CELLS, GATES, _check_backward, _check_forward, _input_projection,
                         _param_grads)
@@ -86,12 +86,6 @@ def _host_lengths(lengths):
     return lengths
 
 
-def _device_lengths(xp, lengths, T, N):
-    """int64 (N,) lengths in the backend's memory (all T when None)."""
-    lens = np.full(N, T, np.int64) if lengths is None else np.asarray(lengths, np.int64)
-    return xp.asarray(lens)
-
-
 def _check_sizes(cell, T, N, G, Hd):
     """The kernels index (N, G*Hd) rows and step numbers with int."""
     big = max(T, N * G * Hd)
@@ -118,7 +112,7 @@ def _forward(version, backend, cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths,
     dt = x.dtype
     lstm = cell == "lstm"
     xg = _input_projection(x, w_ih, b_ih)                  # ONE GEMM for all T steps
-    lens = _device_lengths(xp, lengths, T, N)
+    lens = device_lengths(xp, lengths, T, N, np.int64)
     h = xp.zeros((N, Hd), dt) if h0 is None else h0.copy()
     h_next = xp.empty_like(h)                               # ping-pong: kernels read h_{t-1}
     y = xp.empty((T, N, Hd), dt)
@@ -171,7 +165,7 @@ def _backward(version, backend, cell, dw_ih, dw_hh, db_ih, db_hh, dy, dh_n, dc_n
     _check_sizes(cell, T, N, G, Hd)
     dt = x.dtype
     lstm = cell == "lstm"
-    lens = _device_lengths(xp, lengths, T, N)
+    lens = device_lengths(xp, lengths, T, N, np.int64)
     dh = xp.zeros((N, Hd), dt) if dh_n is None else dh_n.copy()
     dc = (xp.zeros((N, Hd), dt) if dc_n is None else dc_n.copy()) if lstm else dh
     direct = xp.zeros((N, Hd), dt)

@@ -40,6 +40,24 @@ def test_module_is_cached(mod):
     assert load_module("selftest.cu", "cuda-emu", name_expressions=NAME_EXPRS) is mod
 
 
+def test_module_cache_follows_the_file(tmp_path):
+    """The loader remembers where a name resolved to, but still notices an edited source (a
+    new module) and a deleted one (the usual FileNotFoundError)."""
+    src = tmp_path / "edited.cu"
+    src.write_text('extern "C" __global__ void k(float* y) { y[0] = 1.0f; }\n')
+    first = load_module(src, "cuda-emu")
+    assert load_module(str(src), "cuda-emu") is first
+    src.write_text('extern "C" __global__ void k(float* y) { y[0] = 2.0f; }  // edited\n')
+    second = load_module(src, "cuda-emu")
+    assert second is not first
+    y = np.zeros(1, np.float32)
+    second.get_function("k")((1,), (1,), (y,))
+    assert y[0] == 2.0
+    src.unlink()
+    with pytest.raises(FileNotFoundError, match="edited.cu"):
+        load_module(src, "cuda-emu")
+
+
 def test_vec_add(mod, rng):
     n = 1000
     a, b = rng.standard_normal((2, n), dtype=np.float32)

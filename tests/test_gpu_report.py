@@ -18,10 +18,20 @@ def test_version_filter_per_section():
 
 
 def test_summary_ratios_and_pool_bandwidth():
-    rows = [dict(workload="w", op="maxpool2d", impl="cuda/v2", forward_ms=1.0, train_ms=4.0,
-                 bytes=2e9, ok=True),
-            dict(workload="w", op="maxpool2d", impl="torch-cuda", forward_ms=2.0, train_ms=2.0,
-                 bytes=2e9, ok=True)]
+    rows = [dict(workload="w", op="maxpool2d", impl="cuda/v2", forward_ms=1.0,
+                 forward_stream_ms=0.8, train_ms=4.0, bytes=2e9, ok=True),
+            dict(workload="w", op="maxpool2d", impl="torch-cuda", forward_ms=2.0,
+                 forward_stream_ms=1.2, train_ms=2.0, bytes=2e9, ok=True)]
     (s,) = gpu_report.summarize(rows, copy_gbs=4000.0)
     assert s["forward_vs_torch"] == 2.0 and s["train_vs_torch"] == 0.5
+    assert s["forward_stream_vs_torch"] == pytest.approx(1.5)
     assert s["forward_gbs"] == pytest.approx(2000.0) and s["forward_pct_copy"] == pytest.approx(50)
+    assert s["forward_stream_gbs"] == pytest.approx(2500.0)
+    assert s["forward_stream_pct_copy"] == pytest.approx(62.5)
+
+
+def test_row_text_names_both_timings():
+    row = dict(workload="w", impl="cuda/v3", forward_ms=1.0, forward_stream_ms=0.5,
+               train_ms=3.0, rel_err=1e-7, ok=True, worst_tensor="")
+    text = gpu_report._row_text(row)
+    assert "fwd     1.000 ms" in text and "stream    0.500" in text

@@ -111,6 +111,27 @@ def test_forward_matches_reference(backend, cell, shape, dtype, with_lengths, re
 
 
 @pytest.mark.parametrize("cell", CELLS)
+def test_forward_reads_but_never_writes_the_initial_state(backend, cell):
+    """Step 0 reads h0 (and c0) in place, without the launcher's copy: they must come back
+    unchanged, also when a reversed short sentence's first step is padding (c carries c0),
+    and a second call with the same inputs gives the same outputs."""
+    p = _lift(backend, _problem(cell, 5, 3, 4, 11, np.float64, seed=7))
+    before = {k: host(backend, p[k]).copy() for k in ("h0", "c0") if p[k] is not None}
+    fwd = registry.get(f"{cell}_sequence_forward", backend, 3)
+    lengths = np.array([5, 2, 1])
+    first = fwd(*_fwd_args(cell, p), lengths=lengths, reverse=True)
+    second = fwd(*_fwd_args(cell, p), lengths=lengths, reverse=True)
+    for k, v in before.items():
+        assert np.array_equal(host(backend, p[k]), v), f"{k} was modified"
+    for a, b in zip(first[:-1], second[:-1]):
+        assert np.array_equal(host(backend, a), host(backend, b))
+    ref = registry.get(f"{cell}_sequence_forward", "numpy", 1)(
+        *_fwd_args(cell, {k: (None if v is None else host(backend, v)) for k, v in p.items()}),
+        lengths=lengths, reverse=True)
+    _compare_forward(backend, cell, first, ref)
+
+
+@pytest.mark.parametrize("cell", CELLS)
 def test_forward_without_bias_and_state(backend, cell):
     p = _problem(cell, 4, 3, 5, 13, np.float64, seed=3, bias=False, state=False)
     ref = registry.get(f"{cell}_sequence_forward", "numpy", 1)(*_fwd_args(cell, p))

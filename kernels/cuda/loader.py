@@ -235,6 +235,7 @@ def nvrtc_source(src: str, path: Path) -> str:
 
 
 _MODULES: dict = {}
+_RESOLVED: dict[str, str] = {}    # filename as given -> resolved path (load_module)
 
 
 def load_module(filename, backend: str, *, name_expressions=(), options=()):
@@ -250,15 +251,27 @@ def load_module(filename, backend: str, *, name_expressions=(), options=()):
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    path = kernel_path(filename)
-    st = path.stat()
     name_expressions = tuple(name_expressions)
     options = tuple(options)
     mode = (os.environ.get("SEQGRID_EMU_ASAN", ""), os.environ.get("SEQGRID_EMU_UCONTEXT", "")) \
         if backend == "cuda-emu" else ""
-    key = (str(path), st.st_mtime_ns, st.st_size, backend, name_expressions, options, mode)
+    # Every launcher calls this on every call: resolving the path through pathlib cost ~45 us
+    # per call on a GPU host (more than a pooling kernel's own time budget), so the resolved
+    # path of a name is remembered and only one stat per call checks that the file is unchanged.
+    spec = (os.fspath(filename), backend, name_expressions, options, mode)
+    path = _RESOLVED.get(spec[0])
+    if path is None:
+        path = _RESOLVED[spec[0]] = str(kernel_path(filename))
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        _RESOLVED.pop(spec[0], None)
+        kernel_path(filename)           # raises with the list of sources
+        raise
+    key = (path, st.st_mtime_ns, st.st_size) + spec[1:]
     mod = _MODULES.get(key)
     if mod is None:
+        path = Path(path)
         src = path.read_text()
         if backend == "cuda":
             mod = _CupyModule(src, path, name_expressions, options)
@@ -297,6 +310,7 @@ class _CupyModule:
     def __init__(self, src, path, name_expressions, options):
         import cupy
         self.path = path
+        self._functions = {}
         self.source = nvrtc_source(src, path)
         opts = tuple(options)
         if not any(o.startswith(("-std", "--std")) for o in opts):
@@ -314,7 +328,12 @@ class _CupyModule:
             raise
 
     def get_function(self, name: str):
-        return _CupyKernel(self.raw.get_function(name), name)
+        # one kernel object per name: a new one per call cost ~10 us and reset the raised
+        # dynamic shared-memory limit (a cuFuncSetAttribute per persistent launch)
+        fn = self._functions.get(name)
+        if fn is None:
+            fn = self._functions[name] = _CupyKernel(self.raw.get_function(name), name)
+        return fn
 
 
 # ----------------------------------------------------------------------------

@@ -101,12 +101,15 @@ __device__ __forceinline__ T rp_warp_sum(T v) {
 
 // y (T,N,Hd) output (for rnn cells also the cache's "gates"); hprev (T,N,Hd); gates (T,N,G*Hd)
 // (lstm/gru; unused for rnn); aux1 (T,N,Hd) lstm cprev / gru hn; aux2 (T,N,Hd) lstm tanh_c;
-// hbuf (2,N,Hd) with hbuf[0] = h0 on entry, h_n in hbuf[Tn & 1] on exit; c (N,Hd) c0 -> c_n;
-// xg (T,N,G*Hd) = x W_ih^T + b_ih; w_hh (G*Hd,Hd); b_hh (G*Hd) (zeros when absent);
-// lens (N) int32 in [1, Tn].  S = units per block.
+// h0 (N,Hd) read by step 0; hbuf (2,N,Hd) scratch, h_n in hbuf[Tn & 1] on exit (step s >= 1
+// reads hbuf[s&1]); c0 (N,Hd) read by step 0, c (N,Hd) -> c_n (lstm; c0 is never written, so
+// the launcher copies neither h0 nor c0); xg (T,N,G*Hd) = x W_ih^T + b_ih; w_hh (G*Hd,Hd);
+// b_hh (G*Hd) (zeros when absent); lens (N) int32 in [1, Tn].  S = units per block.
 template <typename T>
 __global__ void rnn_persistent_fwd(T* __restrict__ y, T* __restrict__ hprev, T* __restrict__ gates,
-                                   T* __restrict__ aux1, T* __restrict__ aux2, T* hbuf, T* c,
+                                   T* __restrict__ aux1, T* __restrict__ aux2,
+                                   const T* __restrict__ h0, T* hbuf,
+                                   const T* __restrict__ c0, T* __restrict__ c,
                                    const T* __restrict__ xg, const T* __restrict__ w_hh,
                                    const T* __restrict__ b_hh, const int* __restrict__ lens,
                                    int cell, int Tn, int N, int Hd, int S, int reverse) {
@@ -135,7 +138,7 @@ __global__ void rnn_persistent_fwd(T* __restrict__ y, T* __restrict__ hprev, T* 
     rp_prefetch(px, pb, xg, b_hh, reverse ? Tn - 1 : 0, N, Hd, G, S, u0, tid);
     for (int s = 0; s < Tn; ++s) {
         const int t = reverse ? Tn - 1 - s : s;
-        const T* hin = hbuf + (long long)(s & 1) * N * Hd;
+        const T* hin = s == 0 ? h0 : hbuf + (long long)(s & 1) * N * Hd;
         T* hout = hbuf + (long long)((s + 1) & 1) * N * Hd;
         rp_stage(hs, Hd, hin, Hd, N, Hd, tid, nthr);
         __syncthreads();
@@ -186,7 +189,7 @@ __global__ void rnn_persistent_fwd(T* __restrict__ y, T* __restrict__ hprev, T* 
                 const T a = xq[0] + hgn[0] + bq[0];
                 h = cell == 0 ? rp_tanh(a) : (a > T(0) ? a : T(0));
             } else if (cell == 2) {
-                const T cp = c[n * Hd + u];
+                const T cp = s == 0 ? c0[n * Hd + u] : c[n * Hd + u];
                 aux1[o] = cp;
                 const T ig = rp_sigmoid(xq[0] + hgn[0] + bq[0]);
                 const T fg = rp_sigmoid(xq[1] + hgn[S] + bq[1]);
@@ -200,7 +203,7 @@ __global__ void rnn_persistent_fwd(T* __restrict__ y, T* __restrict__ hprev, T* 
                 gates[gb + 2 * Hd] = valid ? gg : T(0);
                 gates[gb + 3 * Hd] = valid ? og : T(0);
                 aux2[o] = valid ? tc : T(0);
-                if (valid) c[n * Hd + u] = cn;          // padded steps carry c
+                c[n * Hd + u] = valid ? cn : cp;        // padded steps carry c
             } else {
                 const T r = rp_sigmoid(xq[0] + hgn[0] + bq[0]);
                 const T z = rp_sigmoid(xq[1] + hgn[S] + bq[1]);
