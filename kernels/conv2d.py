@@ -92,6 +92,7 @@ from numba import njit, prange
 
 from . import registry
 from ._checks import check_float_array, check_shape, pair
+from ._pool_blas import SingleThreadedBLAS as _SingleThreadedBLAS
 from .cuda.common import THREADS as CUDA_THREADS
 from .cuda.common import blocks_for, ctype, device_xp, register_cuda
 from .cuda.loader import load_module
@@ -550,32 +551,6 @@ def _backward_weight_gemm_images(part, dout3, x, R, S, P, Q, sh, sw, ph, pw, dh,
         for k in range(K):
             for i in range(CRS):
                 pt[k, i] += tt[k, i]
-
-
-class _SingleThreadedBLAS:
-    """Context for the v3 kernels: SciPy's (and NumPy's) BLAS limited to one thread, so that
-    BLAS called from numba's prange threads does not start threads of its own (restored on
-    exit; without threadpoolctl this part does nothing: correct, maybe slower), and numba's
-    parallel chunk size set to 1."""
-    _controller = None
-
-    def __enter__(self):
-        if _SingleThreadedBLAS._controller is None:
-            try:
-                import scipy.linalg.cython_blas  # noqa: F401  (load the BLAS numba calls)
-                from threadpoolctl import ThreadpoolController
-                _SingleThreadedBLAS._controller = ThreadpoolController()
-            except Exception:  # pragma: no cover - threadpoolctl missing
-                _SingleThreadedBLAS._controller = False
-        self._limiter = (_SingleThreadedBLAS._controller.limit(limits=1, user_api="blas")
-                         if _SingleThreadedBLAS._controller else None)
-        self._chunk = numba.set_parallel_chunksize(1)   # images handed out one at a time
-        return self
-
-    def __exit__(self, *exc):
-        numba.set_parallel_chunksize(self._chunk)
-        if self._limiter is not None:
-            self._limiter.restore_original_limits()
 
 
 def _gemm_geometry(g: ConvGeometry):

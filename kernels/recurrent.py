@@ -93,6 +93,13 @@ numba v6  (default) float32 with N >= PACKED_MIN_N (3): no BLAS call inside the 
           micro-kernel reaches 75-80 GFLOP/s on one core and ~155 on two (64 x 1000 x 4000;
           OpenBLAS: 139-143 on two). float64 and N < 3 (GEMV-bound: v5's per-sentence GEMVs
           stream W_hh faster than a mostly padded 4-row tile) run exactly as v5.
+          The GEMMs outside the loop (input projection; dW_ih, dW_hh, dx after BPTT) run on
+          numba's threads too, one single-threaded BLAS call each (``kernels/_pool_blas.py``):
+          on OpenBLAS's own threads they waited for the OpenMP threads' spin after the loop
+          (or after PyTorch's ops). Fwd+bwd vs the OpenBLAS-threaded GEMMs, interleaved, 2
+          cores: LSTM T=6 N=32 Hd=512 37.8 -> 30.7 ms (PyTorch 26.7), ReLU RNN T=12 N=32
+          Hd=440 12.9 -> 10.4 (12.2), GRU T=47 N=32 Hd=256 52.0 -> 44.5 (68.6), speech LSTM
+          N=64 1846 -> 1766 (1570).
 Jordan: ``jordan_sequence_forward`` / ``jordan_sequence_backward`` on numpy v1 and numba v1 (one
 njit call for the loop, BLAS inside).
 
@@ -180,6 +187,7 @@ try:  # numba is a hard dependency, but keep `import kernels.recurrent` alive wi
     from ._vecmath import ONE32, VEC_JIT, ZERO32, sigmoid32, tanh32
     from ._packed_gemm import (MR, NR, mk_tile, mk_tile_acc, mk_tile_acc_prefetch,
                                mk_tile_prefetch, pack_col_panels, pack_row_panels)
+    from ._pool_blas import SingleThreadedBLAS, pool_matmul, pool_matmul_tn_accumulate
     _HAVE_NUMBA = True
 except Exception:  # pragma: no cover
     _HAVE_NUMBA = False
@@ -320,6 +328,38 @@ def _param_grads(dw_ih, dw_hh, db_ih, db_hh, dgx, dgh, x, hprev, w_ih):
     if db_hh is not None:
         db_hh += DGH.sum(axis=0)
     return (DGX @ w_ih).reshape(T, N, I)
+
+
+def _param_grads_pool(dw_ih, dw_hh, db_ih, db_hh, dgx, dgh, x, hprev, w_ih):
+    """:func:`_param_grads` with its GEMMs on numba's threads (:mod:`kernels._pool_blas`:
+    OpenBLAS's own threads would wait for the spinning OpenMP threads of the BPTT loop that
+    just ended); NumPy arrays only."""
+    T, N, I = x.shape
+    GHd = dgx.shape[-1]
+    Hd = hprev.shape[-1]
+    DGX = dgx.reshape(T * N, GHd)
+    DGH = dgh.reshape(T * N, GHd)
+    with SingleThreadedBLAS():                    # one BLAS limit for the three GEMMs
+        if dw_ih is not None:
+            pool_matmul_tn_accumulate(dw_ih, DGX, x.reshape(T * N, I))
+        if dw_hh is not None:
+            pool_matmul_tn_accumulate(dw_hh, DGH, hprev.reshape(T * N, Hd))
+        dx = pool_matmul(DGX, w_ih).reshape(T, N, I)
+    if db_ih is not None:
+        db_ih += DGX.sum(axis=0)
+    if db_hh is not None:
+        db_hh += DGH.sum(axis=0)
+    return dx
+
+
+def _input_projection_pool(x, w_ih, b_ih):
+    """:func:`_input_projection` as one GEMM split over numba's threads (see
+    :func:`_param_grads_pool`); NumPy arrays only."""
+    T, N, I = x.shape
+    xg = pool_matmul(x.reshape(T * N, I), w_ih.T).reshape(T, N, w_ih.shape[0])
+    if b_ih is not None:
+        xg += b_ih
+    return xg
 
 
 def _input_projection(x, w_ih, b_ih):
@@ -1530,7 +1570,8 @@ def _nb_prepare_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, fast_t
     x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, T, N, G, Hd = _check_forward(
         cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths)
     dt = x.dtype
-    xg = _input_projection(x, w_ih, b_ih)                 # ONE GEMM for all T steps
+    pool = packed and _pool_gemms(T, N, G, Hd, x.shape[2])
+    xg = (_input_projection_pool if pool else _input_projection)(x, w_ih, b_ih)   # ONE GEMM
     if packed:                                            # v6: W_hh^T in micro-kernel panels
         wT = pack_row_panels(w_hh, Hd, G, np.empty(G * -(-Hd // NR) * Hd * NR, dt))
     else:
@@ -1559,6 +1600,20 @@ V6_THREADS = None
 # rounds, v5 vs packed: LSTM N=1 116 vs 173 ms, N=2 147 vs 148, N=3 319 vs 150; GRU N=1 55 vs
 # 79, N=2 99 vs 100, N=3 175 vs 100)
 PACKED_MIN_N = 3
+
+
+# numba v6 runs its GEMMs outside the time loop (input projection, dW_ih, dW_hh, dx) on numba's
+# threads (kernels/_pool_blas.py) from this many multiply-adds, T*N*G*Hd*(I + Hd), on; below,
+# on OpenBLAS's threads, whose GEMMs are too small there for OpenMP's spin to matter while the
+# split's fixed costs (a BLAS thread limit, 2-3 parallel regions, dW partials) do: LSTM T=6
+# fwd+bwd, pool vs OpenBLAS, 30 rounds: Hd=256 N=16 7.9 vs 7.5 ms, Hd=128 N=32 4.0 vs 3.1,
+# Hd=512 N=8 19.5 vs 17.2; above it Hd=512 N=32 32.5 vs 36.7, ReLU RNN T=12 N=32 Hd=440 15.7
+# vs 20.8, speech LSTM N=4 fwd 44 vs 50
+POOL_GEMM_MIN_MACS = 2**27
+
+
+def _pool_gemms(T, N, G, Hd, I):
+    return T * N * G * Hd * (I + Hd) >= POOL_GEMM_MIN_MACS
 
 
 def _v6_threads():
@@ -1675,7 +1730,9 @@ def _nb_backward(version, cell, dw_ih, dw_hh, db_ih, db_hh, dy, dh_n, dc_n, x, w
     else:
         dh, dc = _seq_bwd_v3(code, dyv, has_dy, dh, dc, w_hh, hprev, gates, aux1, aux2, dgx,
                              dgh, lens, rev, k, _block_size(Hd, 1))
-    dx = _param_grads(dw_ih, dw_hh, db_ih, db_hh, dgx, dgh, x, hprev, w_ih)
+    pool = packed and _pool_gemms(T, N, G, Hd, x.shape[2])
+    dx = (_param_grads_pool if pool else _param_grads)(dw_ih, dw_hh, db_ih, db_hh, dgx, dgh, x,
+                                                        hprev, w_ih)
     if cell == "lstm":
         return dx, dh, dc
     return dx, dh

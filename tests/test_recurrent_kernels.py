@@ -461,11 +461,15 @@ def test_v6_packed_loops_match_reference(cell, threads, chunk, monkeypatch):
     """numba v6's packed micro-kernel loops (forward and BPTT) equal the reference: batches
     that do and do not fill the 4-row tiles (N = 4, 6, 13), hidden sizes that do not fill the
     24-unit panels (Hd = 37, 100), uneven panel ranges per thread and chunk sizes, with
-    lengths, reverse, truncation, no dy, no bias. The packed path must actually run."""
+    lengths, reverse, truncation, no dy, no bias. The packed path must actually run, with the
+    GEMMs outside the loop on OpenBLAS's threads (threads = 1 here) or split over numba's
+    (kernels._pool_blas; the other settings, whatever their size)."""
     monkeypatch.setattr(recurrent, "V6_THREADS", threads)
     monkeypatch.setattr(recurrent, "V6_CHUNK", chunk)
+    pool = threads != 1
+    monkeypatch.setattr(recurrent, "POOL_GEMM_MIN_MACS", 0 if pool else 2**62)
     ran = []
-    for name in ("_seq_fwd_v6", "_seq_bwd_v6"):
+    for name in ("_seq_fwd_v6", "_seq_bwd_v6", "_input_projection_pool", "_param_grads_pool"):
         real = getattr(recurrent, name)
         monkeypatch.setattr(recurrent, name,
                             lambda *a, _r=real, _n=name: ran.append(_n) or _r(*a))
@@ -478,7 +482,9 @@ def test_v6_packed_loops_match_reference(cell, threads, chunk, monkeypatch):
             ran.clear()
             ref = run(cell, "numpy", 1, p, **kw)
             got = run(cell, "numba", 6, p, **kw)
-            assert ran == ["_seq_fwd_v6", "_seq_bwd_v6"]
+            want = (["_input_projection_pool", "_seq_fwd_v6", "_seq_bwd_v6", "_param_grads_pool"]
+                    if pool else ["_seq_fwd_v6", "_seq_bwd_v6"])
+            assert ran == want
             compare(got, ref, np.float32, f"{cell} v6 N={N} Hd={Hd} {kw}")
 
 

@@ -1,0 +1,40 @@
+"""kernels._pool_blas: GEMMs split over numba's threads (one single-threaded BLAS call each)
+against NumPy, with fewer rows than threads, transposed (F-contiguous) operands, both dtypes,
+and accumulation into a non-zero target."""
+import numpy as np
+import pytest
+
+from kernels._pool_blas import SingleThreadedBLAS, pool_matmul, pool_matmul_tn_accumulate
+from util import assert_close
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("M,K,N", [(1, 3, 2), (2, 1, 5), (7, 13, 3), (130, 64, 33)])
+def test_pool_matmul_matches_numpy(M, K, N, dtype):
+    rng = np.random.default_rng(M * K + N)
+    A = rng.standard_normal((M, K)).astype(dtype)
+    W = rng.standard_normal((N, K)).astype(dtype)
+    got = pool_matmul(A, W.T)                    # B F-contiguous, as the input projection
+    assert got.dtype == dtype and got.shape == (M, N)
+    assert_close("A @ W.T", got, A @ W.T)
+    assert_close("A @ B", pool_matmul(A, np.ascontiguousarray(W.T)), A @ W.T)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("K,M,N", [(1, 3, 2), (2, 4, 4), (9, 5, 7), (257, 40, 17)])
+def test_pool_matmul_tn_accumulates(K, M, N, dtype):
+    rng = np.random.default_rng(K + M * N)
+    A = rng.standard_normal((K, M)).astype(dtype)
+    B = rng.standard_normal((K, N)).astype(dtype)
+    acc = rng.standard_normal((M, N)).astype(dtype)
+    want = acc + A.T @ B
+    pool_matmul_tn_accumulate(acc, A, B)         # K = 1 < threads: a part sums nothing
+    assert_close("acc + A.T @ B", acc, want)
+
+
+def test_single_threaded_blas_restores_the_chunk_size():
+    import numba
+    before = numba.get_parallel_chunksize()
+    with SingleThreadedBLAS():
+        assert numba.get_parallel_chunksize() == 1
+    assert numba.get_parallel_chunksize() == before
