@@ -147,19 +147,33 @@ def pack_row_panels(w, rows_per_group, groups, out):
     return out
 
 
+# panels per work item of pack_col_panels: each row of w is read 8*NR = 192 floats at a time
+# (768 B) and 8 panels are written front to back. One panel per item read 96 B from each of K
+# rows K*C*4 bytes apart: 5.4 ms for the speech shape's 1000 x 4000 W_hh, against 1.0 ms here
+# (512 x 2048: 1.28 -> 0.37 ms; 2 threads)
+COL_PACK_GROUP = 8
+
+
 @njit(parallel=True, **_JIT)
 def pack_col_panels(w, out):
     """B panels whose columns are COLUMNS of ``w`` (K, C): P = ceil(C / NR) panels,
     ``out[(p*K + k)*NR + j] = w[k, p*NR + j]`` (0 past C). Used for ``dg @ W_hh``."""
     K, C = w.shape
     P = (C + NR - 1) // NR
-    for p in prange(P):
-        o = p * K * NR
-        nv = min(NR, C - p * NR)
+    for item in prange((P + COL_PACK_GROUP - 1) // COL_PACK_GROUP):
+        p0 = item * COL_PACK_GROUP
+        p1 = min(P, p0 + COL_PACK_GROUP)
         for k in range(K):
             row = w[k]
-            for j in range(nv):
-                out[o + k * NR + j] = row[p * NR + j]
-            for j in range(nv, NR):
-                out[o + k * NR + j] = 0.0
+            for p in range(p0, p1):
+                o = (p * K + k) * NR
+                c0 = p * NR
+                if c0 + NR <= C:                # a constant-length copy: LLVM vectorises it
+                    for j in range(NR):
+                        out[o + j] = row[c0 + j]
+                else:
+                    for j in range(C - c0):
+                        out[o + j] = row[c0 + j]
+                    for j in range(C - c0, NR):
+                        out[o + j] = 0.0
     return out

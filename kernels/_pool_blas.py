@@ -15,8 +15,10 @@ from __future__ import annotations
 import threading
 
 import numba
+import numba.np.linalg as _nb_linalg
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import intrinsic, overload
 
 
 class SingleThreadedBLAS:
@@ -65,22 +67,52 @@ def _gemm_rows(A, B, out, parts):
             np.dot(A[r0:r1], B, out[r0:r1])
 
 
+# SciPy's BLAS ?gemm for strided blocks (np.dot on a non-contiguous slice would copy it),
+# through numba's own binding: ``numba_xxgemm`` is what numba's np.dot calls (the kind
+# character picks s/d), so this compiles and caches like np.dot does. Column-major arguments.
+_BLAS_SIGS = _nb_linalg._BLAS()      # makes sure numba's BLAS binding is loaded
+_XXGEMM32 = _BLAS_SIGS.numba_xxgemm(types.float32)
+_XXGEMM64 = _BLAS_SIGS.numba_xxgemm(types.float64)
+
+
+@intrinsic
+def _data_ptr(typingctx, arr):
+    """The data pointer of an array (view), typed as a pointer to its elements."""
+    if not isinstance(arr, types.Array):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return context.make_array(sig.args[0])(context, builder, args[0]).data
+    return types.CPointer(arr.dtype)(arr), codegen
+
+
+def _gemm_nt_block(one, m, n, k, b, ldb, a, lda, c, ldc):
+    """c (column-major m x n, ldc) += b (m x k, ldb) @ a^T (a: n x k column-major, lda), with
+    ``one`` a 1-element array holding 1 (alpha, beta) in the data's dtype; njit only."""
+
+
+@overload(_gemm_nt_block)
+def _gemm_nt_block_impl(one, m, n, k, b, ldb, a, lda, c, ldc):
+    xxgemm, kind = (_XXGEMM32, 115) if one.dtype == types.float32 else (_XXGEMM64, 100)
+
+    def impl(one, m, n, k, b, ldb, a, lda, c, ldc):      # kind 's' / 'd', 'N', 'T'
+        xxgemm(kind, 78, 84, m, n, k, _data_ptr(one), _data_ptr(b), ldb, _data_ptr(a), lda,
+               _data_ptr(one), _data_ptr(c), ldc)
+    return impl
+
+
 @njit(parallel=True, cache=True)
-def _gemm_tn_accumulate(A, B, acc, part):
-    P, K = part.shape[0], A.shape[0]
-    for p in prange(P):
-        k0 = K * p // P
-        k1 = K * (p + 1) // P
-        if k1 > k0:
-            np.dot(A[k0:k1].T, B[k0:k1], part[p])
-        else:
-            part[p][:, :] = 0
-    for i in prange(acc.shape[0]):
-        row = acc[i]
-        for p in range(P):
-            pr = part[p, i]
-            for j in range(row.shape[0]):
-                row[j] += pr[j]
+def _gemm_tn_accumulate(A, B, acc, parts, one):
+    # acc (M, N) += A.T @ B with A (K, M), B (K, N), acc C-contiguous. Row-major acc is the
+    # column-major (N, M) matrix B^T(N, K) A(K, M): ?gemm('N', 'T', N, M, K, 1, B, N, A, M, 1,
+    # acc, N). Thread p takes acc's rows m0 .. m1, i.e. columns of A starting at A[0, m0].
+    K, M = A.shape
+    N = B.shape[1]
+    for p in prange(parts):
+        m0 = M * p // parts
+        m1 = M * (p + 1) // parts
+        if m1 > m0 and K > 0 and N > 0:
+            _gemm_nt_block(one, N, m1 - m0, K, B, N, A[:, m0:], M, acc[m0:], N)
 
 
 def pool_matmul(A, B):
@@ -93,9 +125,15 @@ def pool_matmul(A, B):
 
 
 def pool_matmul_tn_accumulate(acc, A, B):
-    """``acc += A.T @ B`` (A: (K, M), B: (K, N), both C-contiguous; acc: (M, N) C-contiguous)
-    with the K rows split over numba's threads (one single-threaded BLAS GEMM each into a
-    per-thread (M, N) partial), then the partials added into ``acc`` in parallel."""
-    part = np.empty((numba.get_num_threads(),) + acc.shape, acc.dtype)
+    """``acc += A.T @ B`` (A: (K, M), B: (K, N); acc: (M, N); one float dtype) with acc's rows
+    split over numba's threads, one single-threaded BLAS GEMM each accumulating straight into
+    its rows (beta = 1: no partial sums). Falls back to NumPy for non-contiguous arrays, mixed
+    dtypes or sizes past 32-bit BLAS integers."""
+    dt = acc.dtype
+    if (dt not in (np.float32, np.float64) or A.dtype != dt or B.dtype != dt
+            or not (acc.flags.c_contiguous and A.flags.c_contiguous and B.flags.c_contiguous)
+            or max(A.shape + B.shape) >= 2**31):
+        acc += A.T @ B
+        return
     with SingleThreadedBLAS():
-        _gemm_tn_accumulate(A, B, acc, part)
+        _gemm_tn_accumulate(A, B, acc, numba.get_num_threads(), np.ones(1, dt))

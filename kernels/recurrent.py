@@ -99,7 +99,10 @@ numba v6  (default) float32 with N >= PACKED_MIN_N (3): no BLAS call inside the 
           (or after PyTorch's ops). Fwd+bwd vs the OpenBLAS-threaded GEMMs, interleaved, 2
           cores: LSTM T=6 N=32 Hd=512 37.8 -> 30.7 ms (PyTorch 26.7), ReLU RNN T=12 N=32
           Hd=440 12.9 -> 10.4 (12.2), GRU T=47 N=32 Hd=256 52.0 -> 44.5 (68.6), speech LSTM
-          N=64 1846 -> 1766 (1570).
+          N=64 1846 -> 1766 (1570). dW_ih / dW_hh split dW's rows over the threads, each one
+          strided sgemm accumulating in place (beta = 1) rather than per-thread partials
+          summed afterwards: LSTM T=6 N=8 Hd=512 14.1 -> 7.4 ms, which moved the threshold
+          ``POOL_GEMM_MIN_MACS`` from 2^27 down to 2^20.
 Jordan: ``jordan_sequence_forward`` / ``jordan_sequence_backward`` on numpy v1 and numba v1 (one
 njit call for the loop, BLAS inside).
 
@@ -153,7 +156,8 @@ dy (T, N, Hd), dh_n, dc_n (N, Hd) may be None (zero).  The step ops' ``saved`` d
 per-step ``gates`` (and ``tanh_c`` / ``hn``); ``dgx``/``dgh`` are the pre-activation gradients
 w.r.t. the input and the hidden projection (they differ only in GRU's n-gate slice, where
 ``dgh_n = dgx_n * r``).  numba v5's cache may also hold ``w_hhT`` (the forward's W_hh^T) and
-``w_hhT_source`` (the w_hh it came from and a fingerprint); every other version ignores them.
+v6's ``w_hh_col_panels`` (W_hh packed for the backward), each with ``<key>_source`` (the w_hh it
+came from and a fingerprint; any other w_hh is packed afresh); every other version ignores them.
 
 Parameter gradients (dw_*, db_*) ACCUMULATE (``+=``) into caller-owned arrays (None skips them);
 activation gradients (dx, dh0, dc0) are returned, freshly written.
@@ -1484,21 +1488,26 @@ def _w_fingerprint(w):
     return w.reshape(-1)[::max(1, w.size // 4096)].tobytes()
 
 
-def _keep_whhT(cache, w_hh, wT):
-    """numba v5: the forward's W_hh^T rides in the cache for the backward, which needs the same
-    transpose (8-12 ms for LSTM's 4000 x 1000), with the array it came from and a fingerprint."""
-    cache["w_hhT"] = wT
-    cache["w_hhT_source"] = (w_hh, _w_fingerprint(w_hh))
+def _keep_for_backward(cache, key, w_hh, derived):
+    """Let a forward's copy of W_hh in another layout (v5: W_hh^T; v6: the backward's packed
+    panels) ride in the cache for the backward, with the w_hh it came from and a fingerprint;
+    the forward makes it while w_hh is in cache (v6's panels: 0.3 ms there, 1.1-1.9 ms from
+    DRAM in the backward, LSTM Hd=512)."""
+    cache[key] = derived
+    cache[key + "_source"] = (w_hh, _w_fingerprint(w_hh))
 
 
-def _cached_whhT(cache, w_hh):
-    """The forward's W_hh^T when the backward got the very same, unchanged w_hh; else None."""
-    src = cache.get("w_hhT_source") if isinstance(cache, dict) else None
+def _kept_for_backward(cache, key, w_hh, shape_of):
+    """What :func:`_keep_for_backward` kept under ``key`` when the backward got the very same,
+    unchanged w_hh (and it has shape ``shape_of(w_hh)`` and w_hh's dtype); else None. Runs
+    before the backward's checks: the identity test comes first."""
+    src = cache.get(key + "_source") if isinstance(cache, dict) else None
     if src is None or src[0] is not w_hh or _w_fingerprint(w_hh) != src[1]:
         return None
-    wT = cache.get("w_hhT")
-    ok = isinstance(wT, np.ndarray) and wT.shape == w_hh.shape[::-1] and wT.dtype == w_hh.dtype
-    return wT if ok else None
+    kept = cache.get(key)
+    ok = (isinstance(kept, np.ndarray) and kept.shape == shape_of(w_hh)
+          and kept.dtype == w_hh.dtype)
+    return kept if ok else None
 
 
 def _sl(a, real, n0, n1):
@@ -1604,12 +1613,11 @@ PACKED_MIN_N = 3
 
 # numba v6 runs its GEMMs outside the time loop (input projection, dW_ih, dW_hh, dx) on numba's
 # threads (kernels/_pool_blas.py) from this many multiply-adds, T*N*G*Hd*(I + Hd), on; below,
-# on OpenBLAS's threads, whose GEMMs are too small there for OpenMP's spin to matter while the
-# split's fixed costs (a BLAS thread limit, 2-3 parallel regions, dW partials) do: LSTM T=6
-# fwd+bwd, pool vs OpenBLAS, 30 rounds: Hd=256 N=16 7.9 vs 7.5 ms, Hd=128 N=32 4.0 vs 3.1,
-# Hd=512 N=8 19.5 vs 17.2; above it Hd=512 N=32 32.5 vs 36.7, ReLU RNN T=12 N=32 Hd=440 15.7
-# vs 20.8, speech LSTM N=4 fwd 44 vs 50
-POOL_GEMM_MIN_MACS = 2**27
+# on OpenBLAS's threads: a tie there (LSTM T=2 N=4 Hd=32 fwd+bwd 0.25 vs 0.23 ms), while from
+# ~2^20 on OpenBLAS's threads lose to OpenMP's spin after the BPTT loop (fwd+bwd, 21 interleaved
+# rounds, pool vs OpenBLAS: GRU T=25 N=3 Hd=128 0.90 vs 1.05 ms, LSTM T=6 N=8 Hd=512 8.6 vs
+# 10.9, GRU T=6 N=32 Hd=256 5.9 vs 7.8, LSTM T=47 N=32 Hd=256 35 vs 48)
+POOL_GEMM_MIN_MACS = 2**20
 
 
 def _pool_gemms(T, N, G, Hd, I):
@@ -1618,6 +1626,16 @@ def _pool_gemms(T, N, G, Hd, I):
 
 def _v6_threads():
     return max(1, V6_THREADS if V6_THREADS is not None else numba.get_num_threads())
+
+
+def _col_panels_shape(w_hh):
+    """Flat size of :func:`_col_panels`' result, as a shape."""
+    return (-(-w_hh.shape[1] // NR) * w_hh.shape[0] * NR,)
+
+
+def _col_panels(w_hh):
+    """W_hh (G*Hd, Hd) in the micro-kernel's B panels for ``dg @ W_hh`` (v6's backward)."""
+    return pack_col_panels(w_hh, np.empty(_col_panels_shape(w_hh), w_hh.dtype))
 
 
 def _packed_path(version, x):
@@ -1634,12 +1652,14 @@ def _nb_forward(version, cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, rever
         cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, fast_t=(version >= 4), packed=packed)
     code = _CODE[cell]
     if packed:
+        # the backward's W_hh panels, packed now while W_hh is in cache (see _keep_for_backward)
+        _keep_for_backward(cache, "w_hh_col_panels", w_hh, _col_panels(w_hh))
         h, c = _seq_fwd_v6(code, xg, wT, bhh, h, c, lens, bool(reverse), y, cache["hprev"],
                            cache["gates"], aux1, aux2, _v6_threads(), V6_CHUNK)
         return (y, h, c, cache) if cell == "lstm" else (y, h, cache)
     nw = _split_workers(N) if version >= 4 else 1
     if version == 5 and _needs_whhT(N, nw):
-        _keep_whhT(cache, w_hh, wT)
+        _keep_for_backward(cache, "w_hhT", w_hh, wT)
     fast32 = version == 5 and x.dtype == np.float32       # vectorised float32 elementwise
     serial_pw = _fwd_pointwise32 if fast32 else _fwd_pointwise_serial
     if nw > 1:                                            # v4/v5: one loop per batch slice
@@ -1672,7 +1692,10 @@ def _nb_backward(version, cell, dw_ih, dw_hh, db_ih, db_hh, dy, dh_n, dc_n, x, w
                  cache, lengths, reverse, bptt_steps):
     packed = _packed_path(version, x)
     version = 5 if version == 6 else version
-    kept_whhT = _cached_whhT(cache, w_hh) if version == 5 else None
+    kept_whhT = (_kept_for_backward(cache, "w_hhT", w_hh, lambda w: w.shape[::-1])
+                 if version == 5 else None)
+    kept_panels = (_kept_for_backward(cache, "w_hh_col_panels", w_hh, _col_panels_shape)
+                   if packed else None)
     (x, w_ih, w_hh, cache, dy, dh_n, dc_n, lengths, k, T, N, G, Hd) = _check_backward(
         cell, dw_ih, dw_hh, db_ih, db_hh, dy, dh_n, dc_n, x, w_ih, w_hh, cache, lengths,
         bptt_steps)
@@ -1698,7 +1721,7 @@ def _nb_backward(version, cell, dw_ih, dw_hh, db_ih, db_hh, dy, dh_n, dc_n, x, w
     if version >= 4 and _needs_whhT(N, nw) and not packed:
         whhT = kept_whhT if kept_whhT is not None else _transposed(w_hh, True)
     if packed:                                            # v6: packed W_hh micro-kernel
-        bq = pack_col_panels(w_hh, np.empty(-(-Hd // NR) * G * Hd * NR, dt))
+        bq = kept_panels if kept_panels is not None else _col_panels(w_hh)
         dh, dc = _seq_bwd_v6(code, dyv, has_dy, dh, dc, bq, hprev, gates, aux1, aux2, dgx, dgh,
                              lens, rev, k, _v6_threads(), V6_CHUNK)
     elif nw > 1:                                          # v4/v5: one BPTT loop per batch slice

@@ -21,15 +21,30 @@ def test_pool_matmul_matches_numpy(M, K, N, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("K,M,N", [(1, 3, 2), (2, 4, 4), (9, 5, 7), (257, 40, 17)])
+@pytest.mark.parametrize("K,M,N", [(1, 3, 2), (4, 1, 3), (2, 4, 4), (9, 5, 7), (257, 40, 17)])
 def test_pool_matmul_tn_accumulates(K, M, N, dtype):
+    """Strided BLAS blocks of acc's rows (M = 1: a thread without rows), beta = 1."""
     rng = np.random.default_rng(K + M * N)
     A = rng.standard_normal((K, M)).astype(dtype)
     B = rng.standard_normal((K, N)).astype(dtype)
     acc = rng.standard_normal((M, N)).astype(dtype)
     want = acc + A.T @ B
-    pool_matmul_tn_accumulate(acc, A, B)         # K = 1 < threads: a part sums nothing
+    pool_matmul_tn_accumulate(acc, A, B)
     assert_close("acc + A.T @ B", acc, want)
+
+
+def test_pool_matmul_tn_falls_back_for_strided_or_mixed_arrays():
+    rng = np.random.default_rng(5)
+    A = rng.standard_normal((6, 4)).astype(np.float32)
+    B = rng.standard_normal((6, 3)).astype(np.float32)
+    big = rng.standard_normal((4, 6)).astype(np.float32)
+    acc = big[:, ::2]                            # a strided view: updated in place
+    want = acc + A.T @ B
+    pool_matmul_tn_accumulate(acc, A, B)
+    assert_close("strided acc", big[:, ::2], want)
+    acc64 = np.zeros((4, 3))
+    pool_matmul_tn_accumulate(acc64, A, B)       # float64 target, float32 operands
+    assert_close("mixed dtypes", acc64, (A.T @ B).astype(np.float64))
 
 
 def test_single_threaded_blas_restores_the_chunk_size():

@@ -421,25 +421,27 @@ def test_v5_vectorised_elementwise_matches_v4(cell, rng):
     assert np.isnan(v5["y"][0, 0]).all()
 
 
-@pytest.mark.parametrize("N", [1, 4])
-def test_v5_backward_reuses_the_forwards_transpose(N, rng, monkeypatch):
+@pytest.mark.parametrize("version,N", [(5, 1), (5, 4), (6, 4)])
+def test_backward_reuses_the_forwards_w_hh_layout(version, N, rng, monkeypatch):
     """v5 transposes W_hh once per training step where the backward runs per-sentence GEMVs
-    (N=1, split slices of <= 2 sentences): the backward takes the forward's W_hh^T from the
-    cache, but only for the very same, unchanged w_hh; a copy or an in-place change makes it
-    transpose again, so the result always follows the w_hh passed to the backward."""
+    (N=1, split slices of <= 2 sentences) and v6 packs the backward's W_hh panels in the
+    forward: the backward takes them from the cache, but only for the very same, unchanged
+    w_hh; a copy or an in-place change makes it transpose / pack again, so the result always
+    follows the w_hh passed to the backward."""
     monkeypatch.setattr(recurrent, "SPLIT_WORKERS", 2)
     calls = []
-    real = recurrent._transposed
-    monkeypatch.setattr(recurrent, "_transposed",
-                        lambda w, fast: calls.append(w.shape) or real(w, fast))
+    name, key = (("_transposed", "w_hhT") if version == 5
+                 else ("_col_panels", "w_hh_col_panels"))
+    real = getattr(recurrent, name)
+    monkeypatch.setattr(recurrent, name, lambda w, *a: calls.append(w.shape) or real(w, *a))
     cell = "lstm"
     p = make(cell, 4, N, 3, 40, np.float32, rng)
-    got = run(cell, "numba", 5, p)
-    assert len(calls) == 1 and "w_hhT" in got["cache"]
-    compare(got, run(cell, "numpy", 1, p), np.float32, f"v5 reuse N={N}")
+    got = run(cell, "numba", version, p)
+    assert len(calls) == 1 and key in got["cache"]
+    compare(got, run(cell, "numpy", 1, p), np.float32, f"v{version} reuse N={N}")
 
-    f = registry.get(f"{cell}_sequence_forward", "numba", 5)
-    b = registry.get(f"{cell}_sequence_backward", "numba", 5)
+    f = registry.get(f"{cell}_sequence_forward", "numba", version)
+    b = registry.get(f"{cell}_sequence_backward", "numba", version)
     for change in ("copy", "in place"):
         cache = f(p["x"], p["h0"], p["c0"], p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"])[-1]
         w_hh = p["w_hh"].copy() if change == "copy" else p["w_hh"]
@@ -448,7 +450,7 @@ def test_v5_backward_reuses_the_forwards_transpose(N, rng, monkeypatch):
         calls.clear()
         grads = [np.zeros_like(p[k]) for k in ("w_ih", "w_hh", "b_ih", "b_hh")]
         dx = b(*grads, p["dy"], p["dh_n"], p["dc_n"], p["x"], p["w_ih"], w_hh, cache)[0]
-        assert len(calls) == 1, change                    # transposed again
+        assert len(calls) == 1, change                    # transposed / packed again
         rgrads = [np.zeros_like(p[k]) for k in ("w_ih", "w_hh", "b_ih", "b_hh")]
         rdx = registry.get(f"{cell}_sequence_backward", "numpy")(
             *rgrads, p["dy"], p["dh_n"], p["dc_n"], p["x"], p["w_ih"], w_hh, cache)[0]
