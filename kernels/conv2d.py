@@ -33,7 +33,7 @@ numba v3  the same per-image work, images in parallel: prange over N (handed out
           one all-thread GEMM per chunk. Gathering 5 AlexNet-conv3 images into the
           7.8 MB chunk took 12.4 ms against 4.0 ms into a 1.5 MB per-image buffer, and
           the forward took 152 ms against v3's 50 ms on one thread.)
-numba v4  shape-specialized, the numba default:
+numba v4  shape-specialized (the numba default until v5):
           * Winograd F(2x2, 3x3) and F(2x2, 5x5) (Lavin & Gray 2016) on 3x3 and 5x5 stride-1
             undilated convolutions with >= 32 input and output channels
             (:func:`winograd_applies`; any padding). Each 2x2 output tile is
@@ -54,6 +54,12 @@ numba v4  shape-specialized, the numba default:
             as (C, H*W) is already the im2col matrix, so v3 without the gather: images in
             parallel, one 1-thread GEMM each.
           * v3 elsewhere.
+numba v5  v4 with Winograd F(4x4, 3x3) for the 3x3 layers with enough tiles per channel
+          (``_wino_tile``: N * 4x4 tiles per image >= 0.75 max(C, K)): 6x6 input tiles (the
+          B^T of F(2x2, 5x5)) give 4x4 outputs, 36 GEMMs over a quarter of the tiles: 2.25
+          multiplies per output instead of F(2x2, 3x3)'s 4 (9 for im2col), and fewer, larger
+          transforms per output. float32 error about F(2x2, 5x5)'s (A^T entries up to 8).
+          Other 3x3 layers, 5x5 layers and every other path as v4. The numba default.
 cuda v1   (kernels/cuda/conv2d.cu, on "cuda" and "cuda-emu") direct: one thread per
           output element (forward) / per input element gathering over the taps (k,r,s)
           that reach it (backward-data, no atomics); backward-weight one block per
@@ -638,7 +644,7 @@ def conv2d_backward_weight_numba_v3(dweight, dbias, dout, x, stride=1, padding=0
 
 
 # ----------------------------------------------------------------------------
-# Numba v4: Winograd F(2x2, 3x3) and F(2x2, 5x5); 1x1 convolutions as plain GEMMs
+# Numba v4: Winograd F(2x2, 3x3) and F(2x2, 5x5); v5: F(4x4, 3x3); 1x1 convolutions as GEMMs
 # ----------------------------------------------------------------------------
 # Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks" (2016): a 2x2 output tile
 # of one (k, c) pair from its a x a input tile d (a = R + 1) and R x R filter g is
@@ -651,10 +657,11 @@ def conv2d_backward_weight_numba_v3(dweight, dbias, dout, x, stride=1, padding=0
 #     bwd-weight  dU[xi] (K, C) = Dy[xi] @ V[xi]^T,  dW = G^T dU G
 # 3x3: 16 multiplies for 4 outputs instead of 36 (2.25x fewer GEMM FLOPs than im2col);
 # 5x5: 36 instead of 100 (2.78x), with the interpolation points 0, 1, -1, 2, -2, inf (the
-# B^T of F(4x4, 3x3)). Fewer where an odd P or Q leaves half-used edge tiles. Tiles are
+# B^T of F(4x4, 3x3)); v5's F(4x4, 3x3): 36 for 16 outputs instead of 144 (4x). Fewer where
+# P or Q leaves part-used edge tiles. Tiles are
 # numbered t = (image*TP + tile row)*TQ + tile column; images go through in chunks that keep
 # the transform buffers near _WINO_CHUNK_BYTES. The a*a GEMMs run in parallel (prange,
-# 1-thread BLAS each, like v3). ``k`` below is (1/2, 2, 4, 5) in the data's dtype, so that
+# 1-thread BLAS each, like v3). ``k`` below is (1/2, 2, 4, 5, 8) in the data's dtype, so that
 # float32 arithmetic stays float32 (a Python int or float constant would make it float64).
 _WINO_CHUNK_BYTES = 64 << 20     # AlexNet conv2 (5x5): 32 MB chunks 165 ms, 64 MB 156, 128 MB 144
 _WINO_MIN_CHANNELS = 32
@@ -734,7 +741,37 @@ def _wino5_a(a, b, two):       # A (6x2)
     return a, a + b, a - b, a + two * b, a - two * b, b
 
 
+# ---- the 1-D transforms of F(4, 3) (a = 6: the same points and B^T / B as F(2, 5)) ----
+@njit(cache=True, inline="always")
+def _wino43_g(a, b, c):        # G (6x3); in float64 like _wino5_g
+    return 0.25 * a, -(a + b + c) / 6.0, (b - a - c) / 6.0, (a + 2.0 * b + 4.0 * c) / 24.0, \
+        (a - 2.0 * b + 4.0 * c) / 24.0, 1.0 * c
+
+
+@njit(cache=True, inline="always")
+def _wino43_gt(a, b, c, d, e, f):   # G^T (3x6)
+    s1, d1, s2, d2 = b + c, c - b, d + e, d - e
+    return 0.25 * a - s1 / 6.0 + s2 / 24.0, d1 / 6.0 + d2 / 12.0, (s2 - s1) / 6.0 + f
+
+
+@njit(cache=True, inline="always")
+def _wino43_at(a, b, c, d, e, f, k):    # A^T (4x6)
+    two, four, eight = k[1], k[2], k[4]
+    s1, d1, s2, d2 = b + c, b - c, d + e, d - e
+    return a + s1 + s2, d1 + two * d2, s1 + four * s2, d1 + eight * d2 + f
+
+
+@njit(cache=True, inline="always")
+def _wino43_a(a, b, c, d, k):  # A (6x4)
+    two, four, eight = k[1], k[2], k[4]
+    ev, od = a + c, b + d
+    ev2, od2 = a + four * c, two * b + eight * d
+    return a, ev + od, ev - od, ev2 + od2, ev2 - od2, d
+
+
 # ---- one tile: 2-D transforms as the 1-D ones on columns, then on rows ----
+# ``m`` is the output tile size: 2 for F(2x2, 3x3) and F(2x2, 5x5), 4 for F(4x4, 3x3); the
+# input tiles are a x a, a = m + R - 1 (4 for F(2x2, 3x3), 6 for the other two)
 @njit(cache=True, inline="always")
 def _wino_put(loc, j, xi0, v):
     for i in range(len(v)):
@@ -742,9 +779,15 @@ def _wino_put(loc, j, xi0, v):
 
 
 @njit(cache=True, inline="always")
-def _wino_weight_tile(g, loc, c, R, k):
+def _wino_weight_tile(g, loc, c, R, m, k):
     """loc[c] = G g G^T (g: R x R)."""
-    if R == 3:
+    if R == 3 and m == 4:
+        c0 = _wino43_g(g[0, 0], g[1, 0], g[2, 0])        # columns of G g
+        c1 = _wino43_g(g[0, 1], g[1, 1], g[2, 1])
+        c2 = _wino43_g(g[0, 2], g[1, 2], g[2, 2])
+        for i in range(6):                                # rows of (G g) G^T
+            _wino_put(loc, c, 6 * i, _wino43_g(c0[i], c1[i], c2[i]))
+    elif R == 3:
         c0 = _wino_g(g[0, 0], g[1, 0], g[2, 0], k[0])     # columns of G g
         c1 = _wino_g(g[0, 1], g[1, 1], g[2, 1], k[0])
         c2 = _wino_g(g[0, 2], g[1, 2], g[2, 2], k[0])
@@ -761,9 +804,20 @@ def _wino_weight_tile(g, loc, c, R, k):
 
 
 @njit(cache=True, inline="always")
-def _wino_weight_grad_tile(u, o, R, k):
+def _wino_weight_grad_tile(u, o, R, m, k):
     """o (R x R) += G^T u G (u: the a*a positions, row-major)."""
-    if R == 3:
+    if R == 3 and m == 4:
+        h0 = _wino43_gt(u[0], u[6], u[12], u[18], u[24], u[30])   # columns of G^T dU
+        h1 = _wino43_gt(u[1], u[7], u[13], u[19], u[25], u[31])
+        h2 = _wino43_gt(u[2], u[8], u[14], u[20], u[26], u[32])
+        h3 = _wino43_gt(u[3], u[9], u[15], u[21], u[27], u[33])
+        h4 = _wino43_gt(u[4], u[10], u[16], u[22], u[28], u[34])
+        h5 = _wino43_gt(u[5], u[11], u[17], u[23], u[29], u[35])
+        for r in range(3):
+            row = _wino43_gt(h0[r], h1[r], h2[r], h3[r], h4[r], h5[r])
+            for s in range(3):
+                o[r, s] += row[s]
+    elif R == 3:
         h0 = _wino_gt(u[0], u[4], u[8], u[12], k[0])       # columns of G^T dU (3 rows each)
         h1 = _wino_gt(u[1], u[5], u[9], u[13], k[0])
         h2 = _wino_gt(u[2], u[6], u[10], u[14], k[0])
@@ -786,9 +840,9 @@ def _wino_weight_grad_tile(u, o, R, k):
 
 
 @njit(cache=True, inline="always")
-def _wino_input_tile(d, r, s, loc, j, R, k):
+def _wino_input_tile(d, r, s, loc, j, R, m, k):
     """loc[j] = B^T d B of the a x a tile of d at (r, s)."""
-    if R == 3:
+    if R == 3 and m == 2:
         c0 = _wino_bt(d[r, s], d[r + 1, s], d[r + 2, s], d[r + 3, s])   # columns of B^T d
         c1 = _wino_bt(d[r, s + 1], d[r + 1, s + 1], d[r + 2, s + 1], d[r + 3, s + 1])
         c2 = _wino_bt(d[r, s + 2], d[r + 1, s + 2], d[r + 2, s + 2], d[r + 3, s + 2])
@@ -835,9 +889,33 @@ def _wino_output_tile(m, R, k):
 
 
 @njit(cache=True, inline="always")
-def _wino_dout_tile(y, r, s, loc, j, R, k):
-    """loc[j] = A dy A^T of the 2x2 tile dy of y at (r, s)."""
-    if R == 3:
+def _wino_store_tile4(mt, o, r, s, bk, k):
+    """o's 4x4 tile at (r, s) = A^T mt A + bk, cut at o's edges (F(4x4, 3x3); mt: the 36
+    positions, row-major)."""
+    s0 = _wino43_at(mt[0], mt[6], mt[12], mt[18], mt[24], mt[30], k)     # columns of A^T M
+    s1 = _wino43_at(mt[1], mt[7], mt[13], mt[19], mt[25], mt[31], k)
+    s2 = _wino43_at(mt[2], mt[8], mt[14], mt[20], mt[26], mt[32], k)
+    s3 = _wino43_at(mt[3], mt[9], mt[15], mt[21], mt[27], mt[33], k)
+    s4 = _wino43_at(mt[4], mt[10], mt[16], mt[22], mt[28], mt[34], k)
+    s5 = _wino43_at(mt[5], mt[11], mt[17], mt[23], mt[29], mt[35], k)
+    nr, nc = min(4, o.shape[0] - r), min(4, o.shape[1] - s)
+    for i in range(nr):
+        row = _wino43_at(s0[i], s1[i], s2[i], s3[i], s4[i], s5[i], k)
+        for jj in range(nc):
+            o[r + i, s + jj] = row[jj] + bk
+
+
+@njit(cache=True, inline="always")
+def _wino_dout_tile(y, r, s, loc, j, R, m, k):
+    """loc[j] = A dy A^T of the m x m tile dy of y at (r, s)."""
+    if R == 3 and m == 4:
+        a0 = _wino43_a(y[r, s], y[r + 1, s], y[r + 2, s], y[r + 3, s], k)   # columns of A dy
+        a1 = _wino43_a(y[r, s + 1], y[r + 1, s + 1], y[r + 2, s + 1], y[r + 3, s + 1], k)
+        a2 = _wino43_a(y[r, s + 2], y[r + 1, s + 2], y[r + 2, s + 2], y[r + 3, s + 2], k)
+        a3 = _wino43_a(y[r, s + 3], y[r + 1, s + 3], y[r + 2, s + 3], y[r + 3, s + 3], k)
+        for i in range(6):                              # rows of (A dy) A^T
+            _wino_put(loc, j, 6 * i, _wino43_a(a0[i], a1[i], a2[i], a3[i], k))
+    elif R == 3:
         a0 = _wino_a(y[r, s], y[r + 1, s])              # columns of A dy
         a1 = _wino_a(y[r, s + 1], y[r + 1, s + 1])
         for i in range(4):                              # rows of (A dy) A^T
@@ -850,9 +928,9 @@ def _wino_dout_tile(y, r, s, loc, j, R, k):
 
 
 @njit(cache=True, inline="always")
-def _wino_data_tile(e, d, r, s, R, k):
+def _wino_data_tile(e, d, r, s, R, m, k):
     """d's a x a tile at (r, s) += B e B^T (e: the a*a positions, row-major)."""
-    if R == 3:
+    if R == 3 and m == 2:
         b0 = _wino_b(e[0], e[4], e[8], e[12])           # columns of B E
         b1 = _wino_b(e[1], e[5], e[9], e[13])
         b2 = _wino_b(e[2], e[6], e[10], e[14])
@@ -898,18 +976,18 @@ def _wino_gather(src, row, t0, n, loc):
 
 
 @njit(parallel=True, fastmath=False, cache=True)
-def _wino_weights(w, U, locs, k):
+def _wino_weights(w, U, m, locs, k):
     """U[xi, k, c] = (G w[k, c] G^T)[xi]."""
     K, C, R = w.shape[0], w.shape[1], w.shape[2]
     for kk in prange(K):
         loc = locs[numba.get_thread_id()]
         for c in range(C):
-            _wino_weight_tile(w[kk, c], loc, c, R, k)
+            _wino_weight_tile(w[kk, c], loc, c, R, m, k)
         _wino_scatter(loc, C, U, kk, 0)
 
 
 @njit(parallel=True, fastmath=False, cache=True)
-def _wino_weights_transposed(w, UT, locs, k):
+def _wino_weights_transposed(w, UT, m, locs, k):
     """UT[xi, c, k] = (G w[k, c] G^T)[xi]: U[xi]^T stored C-contiguous for the data GEMMs
     (OpenBLAS's transposed-A path on a U[xi].T view measured 2.2-2.5x slower: 16 GEMMs of
     (256 x 512) @ (512 x 32), 3.3-3.9 ms against 1.5-1.6 ms)."""
@@ -917,19 +995,19 @@ def _wino_weights_transposed(w, UT, locs, k):
     for c in prange(C):
         loc = locs[numba.get_thread_id()]
         for kk in range(K):
-            _wino_weight_tile(w[kk, c], loc, kk, R, k)
+            _wino_weight_tile(w[kk, c], loc, kk, R, m, k)
         _wino_scatter(loc, K, UT, c, 0)
 
 
 @njit(parallel=True, fastmath=False, cache=True)
-def _wino_weight_grad(dw_acc, dU, locs, k):
+def _wino_weight_grad(dw_acc, dU, m, locs, k):
     """dw_acc[k, c] += G^T dU[:, k, c] G (the a*a xi as an a x a matrix)."""
     K, C, R = dw_acc.shape[0], dw_acc.shape[1], dw_acc.shape[2]
     for kk in prange(K):
         loc = locs[numba.get_thread_id()]
         _wino_gather(dU, kk, 0, C, loc)
         for c in range(C):
-            _wino_weight_grad_tile(loc[c], dw_acc[kk, c], R, k)
+            _wino_weight_grad_tile(loc[c], dw_acc[kk, c], R, m, k)
 
 
 @njit(cache=True, inline="always")
@@ -944,9 +1022,9 @@ def _wino_pad_plane(src, d, ph, pw):
 
 
 @njit(parallel=True, fastmath=False, cache=True)
-def _wino_inputs(x, n0, V, ph, pw, TP, TQ, R, pads, locs, k):
+def _wino_inputs(x, n0, V, ph, pw, TP, TQ, R, m, pads, locs, k):
     """V[xi, c, t] = (B^T d B)[xi] for every a x a tile d of images n0.. (as many as V holds):
-    tile (p, q) reads rows 2p - ph .. 2p - ph + R, columns likewise, of the zero-padded
+    tile (p, q) reads rows m*p - ph .. m*p - ph + a - 1, columns likewise, of the zero-padded
     plane."""
     C = x.shape[1]
     TT = TP * TQ
@@ -957,12 +1035,12 @@ def _wino_inputs(x, n0, V, ph, pw, TP, TQ, R, pads, locs, k):
             _wino_pad_plane(x[n0 + i, c], d, ph, pw)
             for p in range(TP):
                 for q in range(TQ):
-                    _wino_input_tile(d, 2 * p, 2 * q, loc, i * TT + p * TQ + q, R, k)
+                    _wino_input_tile(d, m * p, m * q, loc, i * TT + p * TQ + q, R, m, k)
         _wino_scatter(loc, nb * TT, V, c, 0)
 
 
 @njit(parallel=True, fastmath=False, cache=True)
-def _wino_outputs(M, b, out, n0, TP, TQ, R, locs, k):
+def _wino_outputs(M, b, out, n0, TP, TQ, R, m, locs, k):
     """out[n0 + i, k] = A^T M A per tile, + bias (edge tiles cut at P, Q)."""
     K, P, Q = out.shape[1], out.shape[2], out.shape[3]
     TT = TP * TQ
@@ -975,6 +1053,9 @@ def _wino_outputs(M, b, out, n0, TP, TQ, R, locs, k):
             o = out[n0 + i, kk]
             for p in range(TP):
                 for q in range(TQ):
+                    if m == 4:
+                        _wino_store_tile4(loc[i * TT + p * TQ + q], o, 4 * p, 4 * q, bk, k)
+                        continue
                     y00, y01, y10, y11 = _wino_output_tile(loc[i * TT + p * TQ + q], R, k)
                     r, s = 2 * p, 2 * q
                     o[r, s] = y00 + bk
@@ -987,8 +1068,8 @@ def _wino_outputs(M, b, out, n0, TP, TQ, R, locs, k):
 
 
 @njit(parallel=True, fastmath=False, cache=True)
-def _wino_dout(dout, n0, Dy, TP, TQ, R, pads, locs, k):
-    """Dy[xi, k, t] = (A dy A^T)[xi] for every 2x2 tile dy of dout (zero past P, Q)."""
+def _wino_dout(dout, n0, Dy, TP, TQ, R, m, pads, locs, k):
+    """Dy[xi, k, t] = (A dy A^T)[xi] for every m x m tile dy of dout (zero past P, Q)."""
     K = dout.shape[1]
     TT = TP * TQ
     nb = Dy.shape[2] // TT
@@ -998,12 +1079,12 @@ def _wino_dout(dout, n0, Dy, TP, TQ, R, pads, locs, k):
             _wino_pad_plane(dout[n0 + i, kk], y, 0, 0)
             for p in range(TP):
                 for q in range(TQ):
-                    _wino_dout_tile(y, 2 * p, 2 * q, loc, i * TT + p * TQ + q, R, k)
+                    _wino_dout_tile(y, m * p, m * q, loc, i * TT + p * TQ + q, R, m, k)
         _wino_scatter(loc, nb * TT, Dy, kk, 0)
 
 
 @njit(parallel=True, fastmath=False, cache=True)
-def _wino_data(E, dx, n0, ph, pw, TP, TQ, R, pads, locs, k):
+def _wino_data(E, dx, n0, ph, pw, TP, TQ, R, m, pads, locs, k):
     """dx[n0 + i, c] = the sum over tiles of B E B^T, placed where the forward read the tile."""
     C, H, W = dx.shape[1], dx.shape[2], dx.shape[3]
     TT = TP * TQ
@@ -1017,7 +1098,7 @@ def _wino_data(E, dx, n0, ph, pw, TP, TQ, R, pads, locs, k):
                     d[r, s] = 0
             for p in range(TP):
                 for q in range(TQ):
-                    _wino_data_tile(loc[i * TT + p * TQ + q], d, 2 * p, 2 * q, R, k)
+                    _wino_data_tile(loc[i * TT + p * TQ + q], d, m * p, m * q, R, m, k)
             dst = dx[n0 + i, c]
             for r in range(H):
                 for s in range(W):
@@ -1070,26 +1151,50 @@ def pointwise_applies(g: ConvGeometry) -> bool:
 
 
 class _WinoPlan(NamedTuple):
-    TP: int      # tile rows (2 output rows each)
+    TP: int      # tile rows (m output rows each)
     TQ: int      # tile columns
     nb: int      # images per chunk
-    R: int       # filter size (3 or 5); tiles are a x a, a = R + 1
-    XI: int      # transform-domain positions a*a
+    R: int       # filter size (3 or 5)
+    XI: int      # transform-domain positions a*a; tiles are a x a, a = m + R - 1
+    m: int       # output tile size: 2, or 4 for F(4x4, 3x3)
 
 
-def _wino_plan(g: ConvGeometry, dtype, chunk_bytes: int | None = None) -> _WinoPlan:
-    TP, TQ = (g.P + 1) // 2, (g.Q + 1) // 2
-    XI = (g.R + 1) ** 2
+# numba v5 runs F(4x4, 3x3) where its GEMMs get at least this many tile columns (N * the 4x4
+# tiles of one image) per channel (max(C, K)); below, F(2x2, 3x3)'s 2.5-4x more columns win:
+# its weight transform moves 16/36 as many values and its GEMMs are less skinny. Forward,
+# v5 / v4 time at 3x3 padding 1 (2 cores): 0.56-0.59 at 28-56 px (N*tiles / channels 1.5-12),
+# 0.84-0.91 at 13-14 px N=16-32 (1.0-1.3), but 1.01-1.16 at 13-14 px N=8 (0.33-0.5) and 1.5-1.6
+# at 7-14 px with 512 channels (0.06-0.12). (13 px also wastes 34% of the 4x4 tiles' outputs.)
+_WINO4_MIN_TILES_PER_CHANNEL = 0.75
+
+
+def _wino_tile(g: ConvGeometry, tile3: int) -> int:
+    """The output tile size m: 4 (F(4x4, 3x3)) when ``tile3`` asks for it (v5) on a 3x3 layer
+    with enough tiles per channel (see _WINO4_MIN_TILES_PER_CHANNEL), else 2."""
+    if g.R != 3 or tile3 != 4:
+        return 2
+    tiles = g.N * -(-g.P // 4) * -(-g.Q // 4)
+    return 4 if tiles >= _WINO4_MIN_TILES_PER_CHANNEL * max(g.C, g.K) else 2
+
+
+def _wino_plan(g: ConvGeometry, dtype, chunk_bytes: int | None = None,
+               tile3: int = 2) -> _WinoPlan:
+    """Tiles and image chunks; ``tile3`` 4 lets 3x3 filters use F(4x4, 3x3) where
+    :func:`_wino_tile` says it pays (numba v5), 2 keeps F(2x2, 3x3) (v4); 5x5 filters always
+    use F(2x2, 5x5)."""
+    m = _wino_tile(g, tile3)
+    TP, TQ = -(-g.P // m), -(-g.Q // m)
+    XI = (m + g.R - 1) ** 2
     per_image = XI * (g.C + g.K) * TP * TQ * np.dtype(dtype).itemsize
     budget = _WINO_CHUNK_BYTES if chunk_bytes is None else chunk_bytes
     most = max(1, min(g.N, budget // per_image))
     chunks = -(-g.N // most)
-    return _WinoPlan(TP, TQ, -(-g.N // chunks), g.R, XI)    # chunks of (nearly) equal size
+    return _WinoPlan(TP, TQ, -(-g.N // chunks), g.R, XI, m)   # chunks of (nearly) equal size
 
 
 def _wino_constants(dtype):
     t = np.dtype(dtype).type
-    return (t(0.5), t(2), t(4), t(5))
+    return (t(0.5), t(2), t(4), t(5), t(8))
 
 
 _WINO_WORKSPACE = threading.local()
@@ -1125,17 +1230,17 @@ def _wino_chunks(plan: _WinoPlan, N: int, rows_a: int, rows_b: int, dtype):
 
 
 def _wino_scratch(plan: _WinoPlan, g: ConvGeometry, dtype):
-    """Per numba thread: a zero-padded plane (2TP + R - 1, 2TQ + R - 1) and a tile-major
+    """Per numba thread: a zero-padded plane (m TP + R - 1, m TQ + R - 1) and a tile-major
     scratch (a chunk's tiles or the channels, a*a)."""
-    T = _threads()
-    return (_wino_workspace("pads", (T, 2 * plan.TP + g.R - 1, 2 * plan.TQ + g.R - 1), dtype),
+    T, m = _threads(), plan.m
+    return (_wino_workspace("pads", (T, m * plan.TP + g.R - 1, m * plan.TQ + g.R - 1), dtype),
             _wino_workspace("locs", (T, max(plan.nb * plan.TP * plan.TQ, g.C, g.K), plan.XI),
                             dtype))
 
 
 def _wino_weights_of(weight, g: ConvGeometry, plan: _WinoPlan, locs, k):
     U = _wino_workspace("U", (plan.XI, g.K, g.C), weight.dtype)
-    _wino_weights(weight, U, locs, k)
+    _wino_weights(weight, U, plan.m, locs, k)
     return U
 
 
@@ -1227,7 +1332,7 @@ def _batched_weight_grad(dw_acc, dout, x, g: ConvGeometry):
     dw2 += _batched_dout(dout, g) @ _batched_col(x, g).T
 
 
-def conv2d_forward_numba_v4(x, weight, bias, stride=1, padding=0, dilation=1):
+def _shaped_forward(x, weight, bias, stride, padding, dilation, tile3):
     """One GEMM over all images where :func:`batched_im2col_applies`, Winograd where
     :func:`winograd_applies`, a GEMM per image where :func:`pointwise_applies`, else v3."""
     x, weight, bias, _, g = check_conv2d(x, weight, bias, stride, padding, dilation)
@@ -1241,19 +1346,19 @@ def conv2d_forward_numba_v4(x, weight, bias, stride=1, padding=0, dilation=1):
         return out.reshape(g.N, g.K, g.P, g.Q)
     if not winograd_applies(g):
         return conv2d_forward_numba_v3(x, weight, bias, stride, padding, dilation)
-    plan, k = _wino_plan(g, x.dtype), _wino_constants(x.dtype)
+    plan, k = _wino_plan(g, x.dtype, tile3=tile3), _wino_constants(x.dtype)
     pads, locs = _wino_scratch(plan, g, x.dtype)
     U = _wino_weights_of(weight, g, plan, locs, k)
     out = np.empty((g.N, g.K, g.P, g.Q), x.dtype)
     for n0, V, M in _wino_chunks(plan, g.N, g.C, g.K, x.dtype):
-        _wino_inputs(x, n0, V, g.ph, g.pw, plan.TP, plan.TQ, g.R, pads, locs, k)
+        _wino_inputs(x, n0, V, g.ph, g.pw, plan.TP, plan.TQ, g.R, plan.m, pads, locs, k)
         with _SingleThreadedBLAS():
             _wino_forward_gemms(U, V, M)
-        _wino_outputs(M, b, out, n0, plan.TP, plan.TQ, g.R, locs, k)
+        _wino_outputs(M, b, out, n0, plan.TP, plan.TQ, g.R, plan.m, locs, k)
     return out
 
 
-def conv2d_backward_data_numba_v4(dout, weight, x_shape, stride=1, padding=0, dilation=1):
+def _shaped_backward_data(dout, weight, x_shape, stride, padding, dilation, tile3):
     """One GEMM over all images where :func:`batched_im2col_applies`, Winograd where
     :func:`winograd_applies`, a GEMM per image where :func:`pointwise_applies`, else v3."""
     _, weight, _, dout, g = check_conv2d(None, weight, None, stride, padding, dilation,
@@ -1267,20 +1372,20 @@ def conv2d_backward_data_numba_v4(dout, weight, x_shape, stride=1, padding=0, di
         return dx.reshape(g.N, g.C, g.H, g.W)
     if not winograd_applies(g):
         return conv2d_backward_data_numba_v3(dout, weight, x_shape, stride, padding, dilation)
-    plan, k = _wino_plan(g, weight.dtype), _wino_constants(weight.dtype)
+    plan, k = _wino_plan(g, weight.dtype, tile3=tile3), _wino_constants(weight.dtype)
     pads, locs = _wino_scratch(plan, g, weight.dtype)
     UT = _wino_workspace("U", (plan.XI, g.C, g.K), weight.dtype)
-    _wino_weights_transposed(weight, UT, locs, k)
+    _wino_weights_transposed(weight, UT, plan.m, locs, k)
     dx = np.empty((g.N, g.C, g.H, g.W), weight.dtype)
     for n0, Dy, E in _wino_chunks(plan, g.N, g.K, g.C, weight.dtype):
-        _wino_dout(dout, n0, Dy, plan.TP, plan.TQ, g.R, pads, locs, k)
+        _wino_dout(dout, n0, Dy, plan.TP, plan.TQ, g.R, plan.m, pads, locs, k)
         with _SingleThreadedBLAS():
             _wino_data_gemms(UT, Dy, E)
-        _wino_data(E, dx, n0, g.ph, g.pw, plan.TP, plan.TQ, g.R, pads, locs, k)
+        _wino_data(E, dx, n0, g.ph, g.pw, plan.TP, plan.TQ, g.R, plan.m, pads, locs, k)
     return dx
 
 
-def conv2d_backward_weight_numba_v4(dweight, dbias, dout, x, stride=1, padding=0, dilation=1):
+def _shaped_backward_weight(dweight, dbias, dout, x, stride, padding, dilation, tile3):
     """One GEMM over all images where :func:`batched_im2col_applies`, Winograd where
     :func:`winograd_applies`, a GEMM per image where :func:`pointwise_applies`, else v3;
     accumulates."""
@@ -1296,20 +1401,45 @@ def conv2d_backward_weight_numba_v4(dweight, dbias, dout, x, stride=1, padding=0
     elif not winograd_applies(g):
         return conv2d_backward_weight_numba_v3(dweight, dbias, dout, x, stride, padding, dilation)
     else:
-        plan, k = _wino_plan(g, x.dtype), _wino_constants(x.dtype)
+        plan, k = _wino_plan(g, x.dtype, tile3=tile3), _wino_constants(x.dtype)
         pads, locs = _wino_scratch(plan, g, x.dtype)
         dU = _wino_workspace("U", (plan.XI, g.K, g.C), x.dtype)
         tmps = (_wino_workspace("tmps", (_threads(), g.K, g.C), x.dtype) if plan.nb < g.N
                 else np.empty((1, 1, 1), x.dtype))          # one chunk: no accumulation
         for n0, V, Dy in _wino_chunks(plan, g.N, g.C, g.K, x.dtype):
-            _wino_inputs(x, n0, V, g.ph, g.pw, plan.TP, plan.TQ, g.R, pads, locs, k)
-            _wino_dout(dout, n0, Dy, plan.TP, plan.TQ, g.R, pads, locs, k)
+            _wino_inputs(x, n0, V, g.ph, g.pw, plan.TP, plan.TQ, g.R, plan.m, pads, locs, k)
+            _wino_dout(dout, n0, Dy, plan.TP, plan.TQ, g.R, plan.m, pads, locs, k)
             with _SingleThreadedBLAS():
                 _wino_weight_gemms(Dy, V, dU, tmps, n0 == 0)
-        _accumulate(dweight, _wino_weight_grad, dU, locs, k)
+        _accumulate(dweight, _wino_weight_grad, dU, plan.m, locs, k)
     if dbias is not None:
         _accumulate(dbias, _backward_bias_serial if batched_im2col_applies(g) else _backward_bias,
                     dout)
+
+
+def _shaped_versions(version: int, tile3: int):
+    """numba ``version``'s three conv2d kernels: the shape-specialized paths above with output
+    tile ``tile3`` for 3x3 Winograd (v4: 2, F(2x2, 3x3); v5: 4, F(4x4, 3x3) where it pays)."""
+    def forward(x, weight, bias, stride=1, padding=0, dilation=1):
+        return _shaped_forward(x, weight, bias, stride, padding, dilation, tile3)
+
+    def backward_data(dout, weight, x_shape, stride=1, padding=0, dilation=1):
+        return _shaped_backward_data(dout, weight, x_shape, stride, padding, dilation, tile3)
+
+    def backward_weight(dweight, dbias, dout, x, stride=1, padding=0, dilation=1):
+        return _shaped_backward_weight(dweight, dbias, dout, x, stride, padding, dilation, tile3)
+
+    fns = (forward, backward_data, backward_weight)
+    for fn, shaped in zip(fns, (_shaped_forward, _shaped_backward_data, _shaped_backward_weight)):
+        fn.__name__ = fn.__qualname__ = f"conv2d_{fn.__name__}_numba_v{version}"
+        fn.__doc__ = f"numba v{version}: {shaped.__doc__}"
+    return fns
+
+
+conv2d_forward_numba_v4, conv2d_backward_data_numba_v4, conv2d_backward_weight_numba_v4 = (
+    _shaped_versions(4, tile3=2))
+conv2d_forward_numba_v5, conv2d_backward_data_numba_v5, conv2d_backward_weight_numba_v5 = (
+    _shaped_versions(5, tile3=4))
 
 
 # ----------------------------------------------------------------------------
@@ -1636,8 +1766,14 @@ _register("conv2d_backward_weight", "numba", 3, doc=_DOC_V3)(conv2d_backward_wei
 _DOC_V4 = ("Winograd F(2x2,3x3) / F(2x2,5x5) (16 / 36 GEMMs over tiles) for 3x3 / 5x5 stride-1 "
            "undilated, >= 32 channels; N*P*Q <= 256: one GEMM over all images' im2col; 1x1 "
            "stride-1 as one GEMM per image; else v3")
-_register("conv2d_forward", "numba", 4, default=True, doc=_DOC_V4)(conv2d_forward_numba_v4)
-_register("conv2d_backward_data", "numba", 4, default=True, doc=_DOC_V4)(
-    conv2d_backward_data_numba_v4)
-_register("conv2d_backward_weight", "numba", 4, default=True, doc=_DOC_V4)(
-    conv2d_backward_weight_numba_v4)
+_register("conv2d_forward", "numba", 4, doc=_DOC_V4)(conv2d_forward_numba_v4)
+_register("conv2d_backward_data", "numba", 4, doc=_DOC_V4)(conv2d_backward_data_numba_v4)
+_register("conv2d_backward_weight", "numba", 4, doc=_DOC_V4)(conv2d_backward_weight_numba_v4)
+
+_DOC_V5 = ("v4 with Winograd F(4x4,3x3) (36 GEMMs over 4x4-output tiles: 4x fewer GEMM FLOPs than "
+           "im2col) for 3x3 layers with N*tiles >= 0.75*max(C,K); else as v4")
+_register("conv2d_forward", "numba", 5, default=True, doc=_DOC_V5)(conv2d_forward_numba_v5)
+_register("conv2d_backward_data", "numba", 5, default=True, doc=_DOC_V5)(
+    conv2d_backward_data_numba_v5)
+_register("conv2d_backward_weight", "numba", 5, default=True, doc=_DOC_V5)(
+    conv2d_backward_weight_numba_v5)

@@ -109,8 +109,9 @@ def check_against_reference(version, x_shape, w_shape, hp, dtype, has_bias, seed
     assert_close(f"dbias twice[v{version}]", db, db0 + 2 * db_r, **tol)
 
 
-# numba v4 runs Winograd F(2x2, 3x3) / F(2x2, 5x5) only on 3x3 / 5x5 stride-1 undilated
-# convolutions with enough channels, which the random cases above never draw. Here the channel
+# numba v4 runs Winograd F(2x2, 3x3) / F(2x2, 5x5) (v5: F(4x4, 3x3) / F(2x2, 5x5)) only on
+# 3x3 / 5x5 stride-1 undilated convolutions with enough channels, which the random cases above
+# never draw. Here the channel
 # gate is lowered so small cases run it: odd and even P and Q (half-used edge tiles), padding
 # 0..4 (tiles that read only padding), one output pixel, channels enough for real GEMMs.
 WINO_CASES = [(1, 1, 5, 5, 1, 0), (2, 3, 5, 7, 4, 1), (3, 2, 6, 6, 5, 2), (2, 4, 7, 4, 3, (0, 2)),
@@ -121,29 +122,32 @@ WINO_CASES = [(1, 1, 5, 5, 1, 0), (2, 3, 5, 7, 4, 1), (3, 2, 6, 6, 5, 2), (2, 4,
 def winograd_everywhere(monkeypatch):
     monkeypatch.setattr(conv2d_module, "_WINO_MIN_CHANNELS", 1)
     monkeypatch.setattr(conv2d_module, "_BATCHED_MAX_COLUMNS", 0)   # (small cases go there first)
+    monkeypatch.setattr(conv2d_module, "_WINO4_MIN_TILES_PER_CHANNEL", 0)   # v5: F(4x4, 3x3)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("R", [3, 5])
+@pytest.mark.parametrize("version,R", [(4, 3), (4, 5), (5, 3)])
 @pytest.mark.parametrize("case", WINO_CASES, ids=lambda c: "n{}c{}h{}w{}k{}p{}".format(*c))
-def test_winograd_matches_reference(case, R, dtype, winograd_everywhere):
+def test_winograd_matches_reference(case, version, R, dtype, winograd_everywhere):
     N, C, H, W, K, padding = case
     hp = dict(stride=1, padding=padding, dilation=1)
     x_shape, w_shape = (N, C, H, W), (K, C, R, R)
     assert winograd_applies(conv_geometry(x_shape, w_shape, **hp))
-    # the transforms add up to (R+1)^2 numbers per term (F(2x2, 5x5): B^T entries up to 5)
-    check_against_reference(4, x_shape, w_shape, hp, dtype, True, seed=sum(case[:5]),
-                            terms=4 if R == 3 else 16)
+    # the transforms add up to a*a numbers per term (a = 6 for F(2x2, 5x5) and F(4x4, 3x3):
+    # B^T entries up to 5)
+    a = 4 if (version, R) == (4, 3) else 6
+    check_against_reference(version, x_shape, w_shape, hp, dtype, True, seed=sum(case[:5]),
+                            terms=4 if a == 4 else 16)
 
 
 def test_winograd_in_chunks_of_images(monkeypatch, winograd_everywhere):
     # a chunk budget below one image's transform buffers: one image per chunk
     monkeypatch.setattr(conv2d_module, "_WINO_CHUNK_BYTES", 1)
-    for R in (3, 5):
+    for version, R in ((4, 3), (4, 5), (5, 3)):
         g = conv_geometry((3, 4, 6, 5), (5, 4, R, R), padding=R // 2)
-        assert conv2d_module._wino_plan(g, np.float64).nb == 1
-        check_against_reference(4, (3, 4, 6, 5), (5, 4, R, R), dict(padding=R // 2), np.float64,
-                                True, 7)
+        assert conv2d_module._wino_plan(g, np.float64, tile3=4 if version == 5 else 2).nb == 1
+        check_against_reference(version, (3, 4, 6, 5), (5, 4, R, R), dict(padding=R // 2),
+                                np.float64, True, 7)
 
 
 def test_winograd_workspace_is_reused_and_freed(winograd_everywhere):
@@ -175,6 +179,19 @@ def test_winograd_applies_to_3x3_and_5x5_stride_1(hp, applies, R):
     # few channels: v3 (the transforms would cost more than the GEMMs save)
     assert not winograd_applies(conv_geometry((1, 3, 13, 13), (64, 3, R, R), **hp))
     assert not winograd_applies(conv_geometry((1, 64, 13, 13), (16, 64, R, R), **hp))
+
+
+def test_v5_takes_4x4_tiles_where_there_are_enough_tiles_per_channel():
+    """F(4x4, 3x3) only in v5, only for 3x3, only with N * tiles >= 0.75 max(C, K) (measured:
+    it lost at 13-14 px with N=8 and 256-384 channels, won at 28-56 px)."""
+    def tile(x_shape, w_shape, tile3=4):
+        return conv2d_module._wino_plan(conv_geometry(x_shape, w_shape, padding=w_shape[2] // 2),
+                                        np.float32, tile3=tile3).m
+    assert tile((4, 64, 28, 28), (128, 64, 3, 3)) == 4          # 4 * 49 tiles >= 96
+    assert tile((4, 64, 28, 28), (128, 64, 3, 3), tile3=2) == 2  # v4
+    assert tile((8, 384, 13, 13), (384, 384, 3, 3)) == 2        # 8 * 16 < 288
+    assert tile((32, 384, 13, 13), (384, 384, 3, 3)) == 4       # 32 * 16 >= 288
+    assert tile((8, 64, 28, 28), (64, 64, 5, 5)) == 2           # 5x5: F(2x2, 5x5)
 
 
 @pytest.mark.parametrize("hp,applies", [
