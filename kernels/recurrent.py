@@ -91,7 +91,7 @@ numba v6  (default) float32 with N >= PACKED_MIN_N (3): no BLAS call inside the 
           its thread pool and numba's spin against each other when they alternate every step;
           here one pool does everything and each thread streams only its own panels. The
           micro-kernel reaches 75-80 GFLOP/s on one core and ~155 on two (64 x 1000 x 4000;
-          OpenBLAS: 139-143 on two). float64 and N < 3 (GEMV-bound: v5's per-sentence GEMVs
+          OpenBLAS: 139-143 on two). float64 and N < 2 (GEMV-bound: v5's per-sentence GEMVs
           stream W_hh faster than a mostly padded 4-row tile) run exactly as v5.
           The GEMMs outside the loop (input projection; dW_ih, dW_hh, dx after BPTT) run on
           numba's threads too, one single-threaded BLAS call each (``kernels/_pool_blas.py``):
@@ -1605,10 +1605,11 @@ V6_CHUNK = 4
 # other counts (uneven panel ranges) - any count is correct, prange runs the parts on its pool
 V6_THREADS = None
 # numba v6 runs its packed loops from this batch size on. Below, v5's per-sentence GEMVs stream
-# W_hh faster than a 4-row tile that is mostly padding (speech shape, fwd+bwd, 7 interleaved
-# rounds, v5 vs packed: LSTM N=1 116 vs 173 ms, N=2 147 vs 148, N=3 319 vs 150; GRU N=1 55 vs
-# 79, N=2 99 vs 100, N=3 175 vs 100)
-PACKED_MIN_N = 3
+# W_hh faster than a 4-row tile that is mostly padding (speech shape, fwd+bwd, interleaved
+# rounds, v5 vs packed; AVX2 EPYC: LSTM N=1 116 vs 173 ms, N=2 147 vs 148, N=3 319 vs 150;
+# GRU N=1 55 vs 79, N=2 99 vs 100, N=3 175 vs 100. AVX-512 EPYC (2026-11-27): LSTM N=1 58.7
+# vs 61.6, N=2 97.3 vs 65.1; GRU N=1 37.6 vs 36.8, N=2 58.8 vs 44.8)
+PACKED_MIN_N = 2
 
 
 # numba v6 runs its GEMMs outside the time loop (input projection, dW_ih, dW_hh, dx) on numba's
@@ -2018,9 +2019,9 @@ def _make(cell):
                "BLAS, no per-step barrier); other N run v1's loop",
             5: "v4 with the forward elementwise step vectorised in float32 (polynomial exp, "
                "AVX2: ~4x faster gates); float64 runs as v4",
-            6: "float32, N >= 3: W_hh packed once per call, per step ONE parallel region of a "
+            6: "float32, N >= 2: W_hh packed once per call, per step ONE parallel region of a "
                "4x24 register-tiled micro-kernel fused with the gates (forward and BPTT); "
-               "float64 and N < 3 run as v5"}
+               "float64 and N = 1 run as v5"}
     for v in (1, 2, 3, 4, 5, 6):
         if lstm:
             def nb_fwd(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=None, reverse=False, _v=v):
