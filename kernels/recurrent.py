@@ -79,7 +79,7 @@ numba v5  v4 with the elementwise step kernels rewritten for float32 as short lo
           v5's forward leaves its W_hh^T in the cache and the backward reuses it when given
           the very same w_hh, unchanged (a fingerprint of 4096 values; 20 us): one 8-12 ms
           transpose per LSTM training step instead of two.
-numba v6  (default) float32 with N >= PACKED_MIN_N (3): no BLAS call inside the time loop.
+numba v6  float32 with N >= PACKED_MIN_N (3): no BLAS call inside the time loop.
           W_hh is packed ONCE per call into 24-column panels (``kernels/_packed_gemm.py``),
           and each step is ONE numba parallel region in which every thread owns a range of
           hidden units: it runs a 4x24 register-tiled micro-kernel (LLVM IR, 12 AVX2 FMA
@@ -103,6 +103,21 @@ numba v6  (default) float32 with N >= PACKED_MIN_N (3): no BLAS call inside the 
           strided sgemm accumulating in place (beta = 1) rather than per-thread partials
           summed afterwards: LSTM T=6 N=8 Hd=512 14.1 -> 7.4 ms, which moved the threshold
           ``POOL_GEMM_MIN_MACS`` from 2^27 down to 2^20.
+numba v7  (default) v6, and at N <= GEMV_MAX_N (1) in float32 the GEMV twins of v6's loops
+          (``kernels/_stream_gemv.py``): one parallel region per step in which each thread
+          owns a range of hidden units, dots its units' G gate rows of W_hh (as stored: no
+          transpose, no packing) with h_(t-1), runs their gates, and writes their h_t into a
+          double buffer; the BPTT loop computes its units' columns of dg_t @ W_hh (axpy over
+          W_hh's rows into an L1 accumulator), then the combine and the next elementwise step.
+          At N=1, v5/v6 transposed W_hh (4.9 ms for the speech LSTM's 16 MB) and ran an
+          OpenBLAS sgemv per step from Python (0.14 ms each plus ~0.1 ms of Python, pointwise
+          kernel and pool hand-over). Speech shape, N=1, fwd+bwd, 2-core AVX-512 EPYC, v6 ->
+          v7: LSTM 61 -> 42 ms (forward 30 -> 16), GRU 44 -> 35, tanh RNN 20 -> 10. The loop
+          is bound by W_hh streaming from L3 (forward GEMV 0.14 ms per step = 114 GB/s; a bare
+          sum over W reaches 150-167 GB/s); the backward's axpy form runs 0.17-0.19 ms per
+          step, the dot form over a transposed copy 0.12-0.13 ms, which does not pay for the
+          transpose. From N=2 the packed micro-kernel wins (LSTM N=2: 105 vs 123 ms with the
+          GEMV loops; N=4 97 vs 156).
 Jordan: ``jordan_sequence_forward`` / ``jordan_sequence_backward`` on numpy v1 and numba v1 (one
 njit call for the loop, BLAS inside).
 
@@ -192,6 +207,7 @@ try:  # numba is a hard dependency, but keep `import kernels.recurrent` alive wi
     from ._packed_gemm import (MR, NR, mk_tile, mk_tile_acc, mk_tile_acc_prefetch,
                                mk_tile_prefetch, pack_col_panels, pack_row_panels)
     from ._pool_blas import SingleThreadedBLAS, pool_matmul, pool_matmul_tn_accumulate
+    from ._stream_gemv import axpy_cols, dot_rows
     _HAVE_NUMBA = True
 except Exception:  # pragma: no cover
     _HAVE_NUMBA = False
@@ -1229,6 +1245,97 @@ if _HAVE_NUMBA:
             _bwd_row32(cell, t, n, 0, Hd, dy, has_dy, dh, dc, dtmp, hprev, gates, aux1, aux2,
                        dgx, dgh, lengths, sbuf)
 
+    # ---- numba v7: streamed-W_hh GEMVs fused with the gates, small N (kernels/_stream_gemv.py)
+    @njit(inline="always", **VEC_JIT)
+    def _v7_units(th, nth, Hd):
+        """Thread th's hidden units [u0, u1): nth near-equal ranges, multiples of 8 (whole
+        vectors) except the last."""
+        q = (Hd + 7) // 8
+        return min(Hd, th * q // nth * 8), min(Hd, (th + 1) * q // nth * 8)
+
+    @njit(inline="always", **VEC_JIT)
+    def _v7_width(nth, Hd):
+        """The most units any thread owns."""
+        hs = 0
+        for th in range(nth):
+            u0, u1 = _v7_units(th, nth, Hd)
+            hs = max(hs, u1 - u0)
+        return hs
+
+    @njit(parallel=True, **VEC_JIT)
+    def _seq_fwd_v7(cell, xg, w_hh, b_hh, h, c, lengths, reverse, y, hprev, gates, aux1, aux2,
+                    nth):
+        """The whole float32 forward time loop, one parallel region per step (numba v7). Thread
+        ``th`` owns the hidden units [u0, u1): it dots its units' G gate rows of W_hh with
+        h_(t-1) (``dot_rows``: W_hh streamed as stored, no transpose or packing), runs those
+        units' gates and state update, and writes their h_t into the other of two h buffers
+        (the next step's GEMV reads all of h_t). Returns the final (h, c)."""
+        T, N, GHd = xg.shape
+        Hd = h.shape[1]
+        G = GHd // Hd
+        hs = _v7_width(nth, Hd)                           # gate stride in a thread's buffer
+        hb = np.empty((2, N, Hd), np.float32)
+        hb[0] = h
+        hgbuf = np.empty((nth, N, G * hs), np.float32)
+        for s in range(T):
+            t = T - 1 - s if reverse else s
+            cur = s % 2
+            for th in prange(nth):
+                u0, u1 = _v7_units(th, nth, Hd)
+                h_cur, h_nxt, hg = hb[cur], hb[1 - cur], hgbuf[th]
+                for g in range(G):
+                    dot_rows(w_hh, g * Hd + u0, g * Hd + u1, h_cur, hg, g * hs)
+                for n in range(N):
+                    for u in range(u0, u1):
+                        hprev[t, n, u] = h_cur[n, u]
+                    if cell == 2:
+                        for u in range(u0, u1):
+                            aux1[t, n, u] = c[n, u]
+                    if t < lengths[n]:
+                        _cell_row32(cell, t, n, u0, u1, xg, hg[n], hs, b_hh, h_cur, c, y,
+                                    gates, aux1, aux2)
+                        for u in range(u0, u1):
+                            h_nxt[n, u] = y[t, n, u]
+                    else:
+                        for u in range(u0, u1):
+                            h_nxt[n, u] = h_cur[n, u]
+        return hb[T % 2].copy(), c
+
+    @njit(parallel=True, **VEC_JIT)
+    def _seq_bwd_v7(cell, dy, has_dy, dh, dc, w_hh, hprev, gates, aux1, aux2, dgx, dgh, lengths,
+                    reverse, k, nth):
+        """The whole float32 BPTT time loop, one parallel region per step (numba v7). Thread th
+        owns the hidden units [u0, u1) = columns of W_hh: per step it computes those columns of
+        dg_t @ W_hh (``axpy_cols``), finishes dh_(t-1) for its units (pass-through,
+        truncation), then runs the elementwise step t-1 for them, writing their dg_(t-1),
+        which the next step's GEMV reads whole: one barrier per step."""
+        T, N, GHd = dgx.shape
+        Hd = dh.shape[1]
+        hs = _v7_width(nth, Hd)
+        mmbuf = np.empty((nth, N, hs), np.float32)
+        sbuf = np.empty((nth, hs), np.float32)
+        dtmp = np.empty_like(dh)
+        t0 = 0 if reverse else T - 1                       # first step processed
+        for th in prange(nth):
+            u0, u1 = _v7_units(th, nth, Hd)
+            for n in range(N):
+                _bwd_row32(cell, t0, n, u0, u1, dy, has_dy, dh, dc, dtmp, hprev, gates, aux1,
+                           aux2, dgx, dgh, lengths, sbuf[th])
+        for s in range(T):
+            t = s if reverse else T - 1 - s
+            tn = t + 1 if reverse else t - 1                   # next step processed
+            for th in prange(nth):
+                u0, u1 = _v7_units(th, nth, Hd)
+                mm = mmbuf[th]
+                axpy_cols(w_hh, dgh[t], u0, u1, mm)
+                for n in range(N):
+                    _combine_row32(n, u0, u1, t, mm[n], dtmp, dh, dc, cell == 2, lengths,
+                                   reverse, k)
+                    if s + 1 < T:
+                        _bwd_row32(cell, tn, n, u0, u1, dy, has_dy, dh, dc, dtmp, hprev,
+                                   gates, aux1, aux2, dgx, dgh, lengths, sbuf[th])
+        return dh, dc
+
     @njit(inline="always", **_jit)
     def _bptt_cut(t, length, reverse, k):
         """Whether truncated BPTT (k steps) drops the gradient entering valid step t of a
@@ -1575,14 +1682,19 @@ def _v4_backward(code, cell, dyv, has_dy, dh, dc, w_hh, hprev, gates, aux1, aux2
 
 
 def _nb_prepare_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, fast_t=False,
-                        packed=False):
+                        fused=None):
+    """Checks and buffers of a numba forward; ``fused`` (see :func:`_fused_loop`) picks the
+    W_hh layout its time loop reads: "packed" micro-kernel panels of W_hh^T, "gemv" W_hh
+    as given, None W_hh^T."""
     x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, T, N, G, Hd = _check_forward(
         cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths)
     dt = x.dtype
-    pool = packed and _pool_gemms(T, N, G, Hd, x.shape[2])
+    pool = fused is not None and _pool_gemms(T, N, G, Hd, x.shape[2])
     xg = (_input_projection_pool if pool else _input_projection)(x, w_ih, b_ih)   # ONE GEMM
-    if packed:                                            # v6: W_hh^T in micro-kernel panels
+    if fused == "packed":                                 # v6: W_hh^T in micro-kernel panels
         wT = pack_row_panels(w_hh, Hd, G, np.empty(G * -(-Hd // NR) * Hd * NR, dt))
+    elif fused == "gemv":                                 # v7: dot_rows reads W_hh's rows
+        wT = w_hh
     else:
         wT = _transposed(w_hh, fast_t)                    # (Hd, G*Hd): contiguous inner loop
     bhh = np.zeros(G * Hd, dt) if b_hh is None else b_hh
@@ -1610,6 +1722,9 @@ V6_THREADS = None
 # GRU N=1 55 vs 79, N=2 99 vs 100, N=3 175 vs 100. AVX-512 EPYC (2026-11-27): LSTM N=1 58.7
 # vs 61.6, N=2 97.3 vs 65.1; GRU N=1 37.6 vs 36.8, N=2 58.8 vs 44.8)
 PACKED_MIN_N = 2
+# numba v7 runs its streamed-W_hh GEMV loops (_seq_fwd_v7 / _seq_bwd_v7) up to this batch size
+# (below PACKED_MIN_N, where v6 runs as v5)
+GEMV_MAX_N = 1
 
 
 # numba v6 runs its GEMMs outside the time loop (input projection, dW_ih, dW_hh, dx) on numba's
@@ -1639,20 +1754,32 @@ def _col_panels(w_hh):
     return pack_col_panels(w_hh, np.empty(_col_panels_shape(w_hh), w_hh.dtype))
 
 
-def _packed_path(version, x):
-    """Whether numba v6 runs its packed micro-kernel loops: float32 and N >= PACKED_MIN_N;
-    otherwise (and for float64) v6 runs as v5."""
-    return (version == 6 and isinstance(x, np.ndarray) and x.dtype == np.float32
-            and x.ndim == 3 and x.shape[1] >= PACKED_MIN_N)
+def _fused_loop(version, x):
+    """Which fused float32 time loop numba v6 / v7 run: "packed" (v6 and v7, N >=
+    PACKED_MIN_N: the micro-kernel loops), "gemv" (v7, N <= GEMV_MAX_N: the streamed-W_hh
+    GEMV loops) or None, where they run as v5 (float64; v6 below PACKED_MIN_N)."""
+    if not (version >= 6 and isinstance(x, np.ndarray) and x.dtype == np.float32
+            and x.ndim == 3):
+        return None
+    N = x.shape[1]
+    if N >= PACKED_MIN_N:
+        return "packed"
+    if version == 7 and N <= GEMV_MAX_N:
+        return "gemv"
+    return None
 
 
 def _nb_forward(version, cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse):
-    packed = _packed_path(version, x)
-    version = 5 if version == 6 else version
+    fused = _fused_loop(version, x)
+    version = min(version, 5)
     xg, wT, bhh, h, c, lens, cache, y, aux1, aux2, T, N, G, Hd = _nb_prepare_forward(
-        cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, fast_t=(version >= 4), packed=packed)
+        cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, fast_t=(version >= 4), fused=fused)
     code = _CODE[cell]
-    if packed:
+    if fused == "gemv":
+        h, c = _seq_fwd_v7(code, xg, w_hh, bhh, h, c, lens, bool(reverse), y, cache["hprev"],
+                           cache["gates"], aux1, aux2, _v6_threads())
+        return (y, h, c, cache) if cell == "lstm" else (y, h, cache)
+    if fused == "packed":
         # the backward's W_hh panels, packed now while W_hh is in cache (see _keep_for_backward)
         _keep_for_backward(cache, "w_hh_col_panels", w_hh, _col_panels(w_hh))
         h, c = _seq_fwd_v6(code, xg, wT, bhh, h, c, lens, bool(reverse), y, cache["hprev"],
@@ -1691,8 +1818,9 @@ def _nb_forward(version, cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, rever
 
 def _nb_backward(version, cell, dw_ih, dw_hh, db_ih, db_hh, dy, dh_n, dc_n, x, w_ih, w_hh,
                  cache, lengths, reverse, bptt_steps):
-    packed = _packed_path(version, x)
-    version = 5 if version == 6 else version
+    fused = _fused_loop(version, x)
+    packed = fused == "packed"
+    version = min(version, 5)
     kept_whhT = (_kept_for_backward(cache, "w_hhT", w_hh, lambda w: w.shape[::-1])
                  if version == 5 else None)
     kept_panels = (_kept_for_backward(cache, "w_hh_col_panels", w_hh, _col_panels_shape)
@@ -1719,9 +1847,12 @@ def _nb_backward(version, cell, dw_ih, dw_hh, db_ih, db_hh, dy, dh_n, dc_n, x, w
     serial_pw = _bwd_pointwise32 if fast32 else _bwd_pointwise_serial
     # per-sentence GEMVs (v4/v5) use the dot form over a contiguous W_hh^T (2x the axpy form)
     whhT = None
-    if version >= 4 and _needs_whhT(N, nw) and not packed:
+    if version >= 4 and _needs_whhT(N, nw) and fused is None:
         whhT = kept_whhT if kept_whhT is not None else _transposed(w_hh, True)
-    if packed:                                            # v6: packed W_hh micro-kernel
+    if fused == "gemv":                                   # v7: streamed W_hh GEMVs
+        dh, dc = _seq_bwd_v7(code, dyv, has_dy, dh, dc, w_hh, hprev, gates, aux1, aux2, dgx,
+                             dgh, lens, rev, k, _v6_threads())
+    elif packed:                                          # v6: packed W_hh micro-kernel
         bq = kept_panels if kept_panels is not None else _col_panels(w_hh)
         dh, dc = _seq_bwd_v6(code, dyv, has_dy, dh, dc, bq, hprev, gates, aux1, aux2, dgx, dgh,
                              lens, rev, k, _v6_threads(), V6_CHUNK)
@@ -1754,7 +1885,7 @@ def _nb_backward(version, cell, dw_ih, dw_hh, db_ih, db_hh, dy, dh_n, dc_n, x, w
     else:
         dh, dc = _seq_bwd_v3(code, dyv, has_dy, dh, dc, w_hh, hprev, gates, aux1, aux2, dgx,
                              dgh, lens, rev, k, _block_size(Hd, 1))
-    pool = packed and _pool_gemms(T, N, G, Hd, x.shape[2])
+    pool = fused is not None and _pool_gemms(T, N, G, Hd, x.shape[2])
     dx = (_param_grads_pool if pool else _param_grads)(dw_ih, dw_hh, db_ih, db_hh, dgx, dgh, x,
                                                         hprev, w_ih)
     if cell == "lstm":
@@ -2021,8 +2152,10 @@ def _make(cell):
                "AVX2: ~4x faster gates); float64 runs as v4",
             6: "float32, N >= 2: W_hh packed once per call, per step ONE parallel region of a "
                "4x24 register-tiled micro-kernel fused with the gates (forward and BPTT); "
-               "float64 and N = 1 run as v5"}
-    for v in (1, 2, 3, 4, 5, 6):
+               "float64 and N = 1 run as v5",
+            7: "v6, and at N = 1 (float32) per step ONE parallel region of GEMVs streaming "
+               "W_hh as stored, fused with the gates (forward and BPTT); float64 runs as v5"}
+    for v in (1, 2, 3, 4, 5, 6, 7):
         if lstm:
             def nb_fwd(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=None, reverse=False, _v=v):
                 return _nb_forward(_v, cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse)
@@ -2040,9 +2173,9 @@ def _make(cell):
                        reverse=False, bptt_steps=None, _v=v):
                 return _nb_backward(_v, cell, dw_ih, dw_hh, db_ih, db_hh, dy, dh_n, None, x,
                                     w_ih, w_hh, cache, lengths, reverse, bptt_steps)
-        registry.register(f"{cell}_sequence_forward", "numba", v, default=(v == 6),
+        registry.register(f"{cell}_sequence_forward", "numba", v, default=(v == 7),
                           doc=docs[v])(nb_fwd)
-        registry.register(f"{cell}_sequence_backward", "numba", v, default=(v == 6),
+        registry.register(f"{cell}_sequence_backward", "numba", v, default=(v == 7),
                           doc=docs[v])(nb_bwd)
 
 

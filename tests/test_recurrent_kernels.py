@@ -10,7 +10,7 @@ from kernels import recurrent, registry
 from kernels.recurrent import CELLS, GATES, SMALL_N
 from util import assert_close, numerical_grad
 
-VERSIONS = [("numba", v) for v in (1, 2, 3, 4, 5, 6)]
+VERSIONS = [("numba", v) for v in (1, 2, 3, 4, 5, 6, 7)]
 
 
 def make(cell, T, N, I, Hd, dtype, rng, scale=0.5):
@@ -490,15 +490,49 @@ def test_v6_packed_loops_match_reference(cell, threads, chunk, monkeypatch):
             compare(got, ref, np.float32, f"{cell} v6 N={N} Hd={Hd} {kw}")
 
 
-def test_v6_runs_as_v5_below_its_batch_and_for_float64(rng):
-    """v6 keeps v5's paths where they are faster or the micro-kernel does not apply."""
-    assert recurrent._packed_path(6, np.zeros((2, recurrent.PACKED_MIN_N, 3), np.float32))
-    assert not recurrent._packed_path(6, np.zeros((2, recurrent.PACKED_MIN_N - 1, 3),
-                                                  np.float32))
-    assert not recurrent._packed_path(6, np.zeros((2, 8, 3), np.float64))
-    assert not recurrent._packed_path(5, np.zeros((2, 8, 3), np.float32))
+def test_v6_and_v7_pick_their_loops_by_batch_and_dtype(rng):
+    """v6 keeps v5's paths where they are faster or the micro-kernel does not apply; v7 is v6
+    with its GEMV loops below PACKED_MIN_N."""
+    fused = recurrent._fused_loop
+    n_packed, n_gemv = recurrent.PACKED_MIN_N, recurrent.GEMV_MAX_N
+    assert n_gemv < n_packed
+    for v in (6, 7):
+        assert fused(v, np.zeros((2, n_packed, 3), np.float32)) == "packed"
+        assert fused(v, np.zeros((2, 8, 3), np.float64)) is None
+    assert fused(6, np.zeros((2, n_packed - 1, 3), np.float32)) is None
+    assert fused(7, np.zeros((2, n_gemv, 3), np.float32)) == "gemv"
+    assert fused(7, np.zeros((2, 1, 3), np.float64)) is None
+    assert fused(5, np.zeros((2, 8, 3), np.float32)) is None
     p = make("gru", 3, 1, 2, 30, np.float32, rng)
     compare(run("gru", "numba", 6, p), run("gru", "numba", 5, p), np.float32, "v6 N=1")
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("cell", CELLS)
+def test_v7_gemv_loops_match_reference(cell, threads, monkeypatch):
+    """numba v7's streamed-W_hh GEMV loops (forward and BPTT) equal the reference: one
+    sentence (and, with the batch limits raised, 2 and 3: the kernels' sentence loops), hidden
+    sizes that leave a thread no units (Hd = 1), end off a vector (Hd = 13) or a 4-row block
+    (Hd = 37), with lengths, reverse, truncation, no dy, no bias; the GEMV loops must run."""
+    monkeypatch.setattr(recurrent, "V6_THREADS", threads)
+    ran = []
+    for name in ("_seq_fwd_v7", "_seq_bwd_v7"):
+        real = getattr(recurrent, name)
+        monkeypatch.setattr(recurrent, name,
+                            lambda *a, _r=real, _n=name: ran.append(_n) or _r(*a))
+    rng = np.random.default_rng(threads)
+    for N, Hd in ((1, 1), (1, 13), (1, 37), (2, 13), (3, 37)):
+        monkeypatch.setattr(recurrent, "GEMV_MAX_N", max(N, 1))
+        monkeypatch.setattr(recurrent, "PACKED_MIN_N", N + 1)
+        p = make(cell, 5, N, 3, Hd, np.float32, rng, scale=0.4)
+        lengths = rng.integers(1, 6, size=N)
+        for kw in (dict(), dict(lengths=lengths, reverse=True, bptt=2),
+                   dict(lengths=lengths, use_dy=False, bias=False)):
+            ran.clear()
+            ref = run(cell, "numpy", 1, p, **kw)
+            got = run(cell, "numba", 7, p, **kw)
+            assert ran == ["_seq_fwd_v7", "_seq_bwd_v7"]
+            compare(got, ref, np.float32, f"{cell} v7 N={N} Hd={Hd} {kw}")
 
 
 def test_v4_slices_cover_the_batch():
