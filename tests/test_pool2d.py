@@ -461,3 +461,45 @@ def test_empty_batch():
         assert b(f(x, 2, ceil_mode=True), x.shape, 2, ceil_mode=True).shape == x.shape
     for f, b in zip(_impls("adaptive_avgpool2d_forward"), _impls("adaptive_avgpool2d_backward")):
         assert b(f(x, 4), x.shape).shape == x.shape
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(2, 3, 6, 8), (2, 3, 5, 7), (2, 1, 9, 11), (1, 1, 2, 2)])
+def test_maxpool_v4_pair_view_matches_reference(shape, dtype):
+    """numba v4's 2x2/2 pair-view path: even and odd widths (rows at odd flat offsets read the
+    pairs' other halves), a trailing row and column outside every window, ties (first maximum
+    in scan order), NaN (the last NaN wins), -inf; it must take the pair path."""
+    from kernels import pool2d
+    rng = np.random.default_rng(sum(shape))
+    x = rng.integers(-2, 3, size=shape).astype(dtype)        # many ties
+    x.reshape(-1)[::7] = np.nan
+    x.reshape(-1)[3::11] = -np.inf
+    N, C, H, W = shape
+    P, Q = H // 2, W // 2
+    assert pool2d._v4_pairs(x, 2, 2, 2, 2, 0, 0, 1, 1, P, Q, H, W) is not None
+    got = registry.get("maxpool2d_forward", "numba", 4)(x, 2)
+    ref = registry.get("maxpool2d_forward", "numpy")(x, 2)
+    np.testing.assert_array_equal(got[0], ref[0])
+    np.testing.assert_array_equal(got[1], ref[1])
+
+
+def test_maxpool_v4_falls_back_where_the_pair_view_cannot_alias():
+    """An odd-sized buffer, a view off the pair alignment, a non-contiguous input, 3x3 and
+    padding run v3's paths; the results still equal the reference."""
+    from kernels import pool2d
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal(1 + 2 * 3 * 6 * 8).astype(np.float32)
+    cases = [(rng.standard_normal((1, 1, 5, 5)).astype(np.float32), {}),      # odd size
+             (base[1:].reshape(2, 3, 6, 8), {}),                               # off alignment
+             (rng.standard_normal((2, 3, 6, 16)).astype(np.float32)[..., ::2], {}),
+             (rng.standard_normal((2, 3, 7, 7)).astype(np.float32), dict(kernel_size=3)),
+             (rng.standard_normal((2, 3, 6, 6)).astype(np.float32), dict(padding=1))]
+    for x, kw in cases:
+        kw = dict(dict(kernel_size=2, stride=2), **kw)
+        got = registry.get("maxpool2d_forward", "numba", 4)(x, **kw)
+        ref = registry.get("maxpool2d_forward", "numpy")(x, **kw)
+        np.testing.assert_array_equal(got[0], ref[0])
+        np.testing.assert_array_equal(got[1], ref[1])
+    H, W = 5, 5
+    assert pool2d._v4_pairs(cases[0][0], 2, 2, 2, 2, 0, 0, 1, 1, 2, 2, H, W) is None
+    assert pool2d._v4_pairs(cases[1][0], 2, 2, 2, 2, 0, 0, 1, 1, 3, 4, 6, 8) is None
