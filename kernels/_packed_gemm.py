@@ -11,10 +11,20 @@ GFLOP/s on one thread, 155 GFLOP/s on two, against 139-143 for a 2-thread OpenBL
 
 The kernel is written in LLVM IR through ``numba.extending.intrinsic``: numba has no vector type,
 and a tile of scalar accumulators in plain numba code stays scalar (3.5 GFLOP/s measured; LLVM's
-SLP vectoriser does not re-form them). Here the ``MR x NR`` = 4 x 24 tile is 12 ``<8 x float>``
-accumulators, each step of k loads 3 vectors of the B panel and broadcasts 4 values of the A panel
-into 12 ``llvm.fma.v8f32`` (AVX2: 12 of the 16 ymm registers hold the tile). LLVM lowers the same
-IR on any target (SSE: two 4-wide halves; NEON likewise), only slower.
+SLP vectoriser does not re-form them). Here the ``MR x NR`` tile is 12 vector accumulators, each
+step of k loads 3 vectors of the B panel and broadcasts 4 values of the A panel into 12 FMAs:
+
+* AVX2 (8 lanes): 4 x 24, 12 ``llvm.fma.v8f32`` (12 of the 16 ymm registers hold the tile);
+* AVX-512F (16 lanes, picked from numba's target features): 4 x 48, 12 ``llvm.fma.v16f32``.
+  On a Zen 4 EPYC, whose 512-bit FMAs run as two 256-bit halves (the same peak), it still ran
+  193-220 GFLOP/s on 2 threads where the 4 x 24 kernel ran 143-194 (half the instructions per
+  FLOP; 64 x 1000 x 4000, 8 x 1000 x 4000, 32 x 512 x 2048; 2-thread OpenBLAS sgemm: 199).
+  4 x 32 (8 accumulators: too few to hide the FMA latency), 4 x 64 (16) and 8 x 32 (16; wastes
+  rows at small N) measured 167-211.
+
+LLVM lowers the same IR on any target (SSE: two 4-wide halves; NEON likewise), only slower.
+NR is fixed per process, at import: numba's cache keys on the target CPU and its features,
+so a cache built for one width is not loaded for the other.
 
 Packed layouts (float32, C-contiguous, flat offsets given to the kernel):
 
@@ -29,17 +39,33 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+
+def _target_vector_lanes():
+    """float32 lanes of the widest vector register numba compiles for: 16 where the target
+    has AVX-512F, else 8 (AVX2; elsewhere LLVM splits 8-lane vectors in halves)."""
+    try:
+        import numba
+        from llvmlite import binding as ll
+        feats = numba.config.CPU_FEATURES
+        if not feats and not numba.config.CPU_NAME:        # numba targets this host
+            feats = ll.get_host_cpu_features().flatten()
+    except Exception:                                     # pragma: no cover
+        return 8
+    return 16 if "+avx512f" in (feats or "") else 8
+
+
+_VW = _target_vector_lanes()   # float32 lanes per vector register
 MR = 4          # rows of the C tile (A panel height)
-NR = 24         # columns of the C tile (B panel width): 3 vectors of 8 float32
-_VW = 8         # float32 lanes of an AVX2 register
+NR = 3 * _VW    # columns of the C tile (B panel width): 3 vectors (24 with AVX2, 48 AVX-512)
 
 _JIT = dict(cache=True, error_model="numpy")
 
 
-def _make_tile_kernel(prefetch, accumulate):
-    """The micro-kernel intrinsic; ``prefetch`` (floats ahead, 0: none) adds two software
-    prefetches of the B panel per step of k; ``accumulate`` adds the tile to C (for blocking
-    over k) instead of overwriting it."""
+def _make_tile_kernel(prefetch, accumulate, MR=MR, NR=NR, _VW=_VW):
+    """The micro-kernel intrinsic; ``prefetch`` (floats ahead, 0: none) adds software
+    prefetches of the B panel per step of k, one per 64-byte line; ``accumulate`` adds the tile
+    to C (for blocking over k) instead of overwriting it. MR x NR tile of ``_VW``-lane vectors
+    (the module's by default; tests build the other width)."""
 
     @intrinsic
     def kernel(typingctx, a, a_off, b, b_off, c, c_off, ldc, K):
@@ -76,7 +102,7 @@ def _make_tile_kernel(prefetch, accumulate):
                 builder, builder.load(c_vec(r, v), align=4) if accumulate else zero)
                 for v in range(nv)] for r in range(MR)]
             fma = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vec, [vec] * 3), "llvm.fma.v8f32")
+                builder.module, ir.FunctionType(vec, [vec] * 3), f"llvm.fma.v{_VW}f32")
             pf = cgutils.get_or_insert_function(
                 builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
                 "llvm.prefetch.p0i8")
@@ -84,8 +110,8 @@ def _make_tile_kernel(prefetch, accumulate):
             splat = ir.Constant(ir.VectorType(i32, _VW), [0] * _VW)
             with cgutils.for_range(builder, k_n) as loop:
                 bk = builder.gep(b_p, [builder.mul(loop.index, const(NR))])
-                if prefetch:   # read, keep in all cache levels, data
-                    for off in (prefetch, prefetch + 16):
+                if prefetch:   # read, keep in all cache levels, data; one per line of B's row
+                    for off in range(prefetch, prefetch + NR, 16):
                         addr = builder.bitcast(builder.gep(bk, [const(off)]), i8p)
                         builder.call(pf, [addr, ir.Constant(i32, 0), ir.Constant(i32, 3),
                                           ir.Constant(i32, 1)])
@@ -118,7 +144,7 @@ mk_tile_acc = _make_tile_kernel(0, True)          # c += the tile
 # which streams B from memory (one thread's hardware prefetch alone reached ~10 GB/s; with
 # this, 4 x 1000 x 4000 ran 0.55 ms instead of 1.1 on 2 threads). Later tiles of the panel find
 # it in L2, where the extra instructions only cost.
-PREFETCH_AHEAD = 256
+PREFETCH_AHEAD = 256 * NR // 24                   # ~11 steps of k ahead
 mk_tile_prefetch = _make_tile_kernel(PREFETCH_AHEAD, False)
 mk_tile_acc_prefetch = _make_tile_kernel(PREFETCH_AHEAD, True)
 

@@ -1,7 +1,7 @@
 """Float32 GEMV pieces for numba's recurrent v7 loops at N = 1: stream W_hh, no packing.
 
 At one sentence a recurrent step is a matrix x vector product, bound by how fast W_hh streams
-(LSTM speech shape: 16 MB per step, in L3 on a 32 MB-L3 EPYC). The packed 4 x 24 micro-kernel of
+(LSTM speech shape: 16 MB per step, in L3 on a 32 MB-L3 EPYC). The packed 4-row micro-kernel of
 ``_packed_gemm.py`` wastes 3 of its 4 rows there, and a BLAS sgemv per step costs a call that
 alternates OpenBLAS's thread pool with numba's. These two loops run inside numba's parallel
 region instead, each thread on its own block of W_hh:

@@ -83,3 +83,41 @@ def test_tile_kernel_rejects_other_dtypes():
     a = np.zeros(MR * 3)
     with pytest.raises(TypingError):
         _gemm(a, np.zeros(NR * 3, np.float32), np.zeros(MR * NR, np.float32), 1, 1, 3, NR, 0)
+
+
+@pytest.mark.parametrize("lanes", [8, 16])
+@pytest.mark.parametrize("prefetch,accumulate", [(0, False), (256, True)])
+def test_both_vector_widths_match_numpy(lanes, prefetch, accumulate):
+    """The kernel at both widths the module picks from (AVX2 4 x 24, AVX-512 4 x 48), whatever
+    this host runs: an AVX-512 host must still build a correct AVX2 tile and vice versa
+    (LLVM lowers the other width in halves or pairs)."""
+    nr = 3 * lanes
+    kern = pg._make_tile_kernel(prefetch, accumulate, MR, nr, lanes)
+
+    @njit(cache=False)
+    def gemm(a_pack, b_pack, c, Q, P, K, ldc):
+        for p in range(P):
+            for q in range(Q):
+                kern(a_pack, q * K * MR, b_pack, p * K * nr, c, q * MR * ldc + p * nr, ldc, K)
+
+    rng = np.random.default_rng(lanes + prefetch)
+    M, K, C = 9, 37, nr + 5
+    Q, P = -(-M // MR), -(-C // nr)
+    a = rng.standard_normal((M, K)).astype(np.float32)
+    w = np.zeros((P * nr, K), np.float32)
+    w[:C] = rng.standard_normal((C, K))
+    b_pack = np.ascontiguousarray(w.reshape(P, nr, K).transpose(0, 2, 1)).reshape(-1)
+    c0 = rng.standard_normal((Q * MR, P * nr)).astype(np.float32)
+    c = c0.copy()
+    gemm(_pack_a(a, Q), b_pack, c.reshape(-1), Q, P, K, P * nr)
+    want = np.zeros_like(c0)
+    want[:M, :C] = a.astype(np.float64) @ w[:C].T.astype(np.float64)
+    if accumulate:
+        want += c0
+    np.testing.assert_allclose(c, want, rtol=1e-5, atol=1e-4 * np.sqrt(K))
+
+
+def test_tile_width_follows_the_target():
+    """NR is three vectors of the target's float32 lanes (8 without AVX-512F, 16 with it)."""
+    assert pg._VW in (8, 16) and NR == 3 * pg._VW and MR == 4
+    assert pg.PREFETCH_AHEAD % 16 == 0

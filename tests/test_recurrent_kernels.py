@@ -462,7 +462,7 @@ def test_backward_reuses_the_forwards_w_hh_layout(version, N, rng, monkeypatch):
 def test_v6_packed_loops_match_reference(cell, threads, chunk, monkeypatch):
     """numba v6's packed micro-kernel loops (forward and BPTT) equal the reference: batches
     that do and do not fill the 4-row tiles (N = 2, 6, 13), hidden sizes that do not fill the
-    24-unit panels (Hd = 37, 100), uneven panel ranges per thread and chunk sizes, with
+    NR-unit panels (Hd = 37, 100), uneven panel ranges per thread and chunk sizes, with
     lengths, reverse, truncation, no dy, no bias. The packed path must actually run, with the
     GEMMs outside the loop on OpenBLAS's threads (threads = 1 here) or split over numba's
     (kernels._pool_blas; the other settings, whatever their size)."""
