@@ -503,3 +503,24 @@ def test_maxpool_v4_falls_back_where_the_pair_view_cannot_alias():
     H, W = 5, 5
     assert pool2d._v4_pairs(cases[0][0], 2, 2, 2, 2, 0, 0, 1, 1, 2, 2, H, W) is None
     assert pool2d._v4_pairs(cases[1][0], 2, 2, 2, 2, 0, 0, 1, 1, 3, 4, 6, 8) is None
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(2, 3, 7, 7), (1, 2, 8, 10), (2, 1, 9, 6), (1, 1, 3, 3),
+                                   (1, 3, 4, 5)])
+def test_maxpool_v4_flat_3x3_matches_reference(shape, dtype, monkeypatch):
+    """numba v4's 3x3/2 flat path: odd widths (copied to an even pitch), even widths, rows and
+    columns outside every window, ties, NaN, -inf; it must run."""
+    from kernels import pool2d
+    ran = []
+    real = pool2d._maxpool_fwd_v4_flat3
+    monkeypatch.setattr(pool2d, "_maxpool_fwd_v4_flat3", lambda *a: ran.append(1) or real(*a))
+    rng = np.random.default_rng(sum(shape))
+    x = rng.integers(-2, 3, size=shape).astype(dtype)        # many ties
+    x.reshape(-1)[::5] = np.nan
+    x.reshape(-1)[2::9] = -np.inf
+    got = registry.get("maxpool2d_forward", "numba", 4)(x, 3, 2)
+    ref = registry.get("maxpool2d_forward", "numpy")(x, 3, 2)
+    assert ran
+    np.testing.assert_array_equal(got[0], ref[0])
+    np.testing.assert_array_equal(got[1], ref[1])
