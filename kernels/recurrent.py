@@ -79,7 +79,7 @@ numba v5  v4 with the elementwise step kernels rewritten for float32 as short lo
           v5's forward leaves its W_hh^T in the cache and the backward reuses it when given
           the very same w_hh, unchanged (a fingerprint of 4096 values; 20 us): one 8-12 ms
           transpose per LSTM training step instead of two.
-numba v6  float32 with N >= PACKED_MIN_N (3): no BLAS call inside the time loop.
+numba v6  float32 with N >= PACKED_MIN_N (2): no BLAS call inside the time loop.
           W_hh is packed ONCE per call into NR-column panels (``kernels/_packed_gemm.py``),
           and each step is ONE numba parallel region in which every thread owns a range of
           hidden units: it runs a 4xNR register-tiled micro-kernel (LLVM IR, 12 vector FMA
@@ -95,8 +95,9 @@ numba v6  float32 with N >= PACKED_MIN_N (3): no BLAS call inside the time loop.
           16-lane vectors (same code, NR = 48): on the Zen 4 EPYC, fwd+bwd, interleaved,
           4 x 24 -> 4 x 48: speech LSTM N=64 1379 -> 1149 ms, N=16 313 -> 279, N=4 92 -> 89,
           GRU N=64 948 -> 813, LSTM T=6 N=32 Hd=512 21.4 -> 19.1, GRU T=25 N=3 Hd=128 1.03 ->
-          0.87, char-LM LSTM Hd=64 (two panels, a third padding) 1.99 -> 1.93. float64 and N < 2 (GEMV-bound: v5's per-sentence GEMVs
-          stream W_hh faster than a mostly padded 4-row tile) run exactly as v5.
+          0.87, char-LM LSTM Hd=64 (two panels, a third padding) 1.99 -> 1.93. float64 and
+          N < 2 (GEMV-bound: v5's per-sentence GEMVs stream W_hh faster than a mostly padded
+          4-row tile) run exactly as v5.
           The GEMMs outside the loop (input projection; dW_ih, dW_hh, dx after BPTT) run on
           numba's threads too, one single-threaded BLAS call each (``kernels/_pool_blas.py``):
           on OpenBLAS's own threads they waited for the OpenMP threads' spin after the loop
@@ -120,8 +121,8 @@ numba v7  (default) v6, and at N <= GEMV_MAX_N (1) in float32 the GEMV twins of 
           is bound by W_hh streaming from L3 (forward GEMV 0.14 ms per step = 114 GB/s; a bare
           sum over W reaches 150-167 GB/s); the backward's axpy form runs 0.17-0.19 ms per
           step, the dot form over a transposed copy 0.12-0.13 ms, which does not pay for the
-          transpose. From N=2 the packed micro-kernel wins (LSTM N=2: 105 vs 123 ms with the
-          GEMV loops; N=4 97 vs 156).
+          transpose. From N=2 the packed micro-kernel wins (4x48 tile; packed vs the GEMV loops,
+          LSTM N=2 61 vs 69 ms, N=3 72 vs 107; GRU N=2 44 vs 47, N=3 59 vs 80).
 Jordan: ``jordan_sequence_forward`` / ``jordan_sequence_backward`` on numpy v1 and numba v1 (one
 njit call for the loop, BLAS inside).
 
