@@ -86,33 +86,64 @@ def _data_ptr(typingctx, arr):
     return types.CPointer(arr.dtype)(arr), codegen
 
 
-def _gemm_nt_block(one, m, n, k, b, ldb, a, lda, c, ldc):
-    """c (column-major m x n, ldc) += b (m x k, ldb) @ a^T (a: n x k column-major, lda), with
-    ``one`` a 1-element array holding 1 (alpha, beta) in the data's dtype; njit only."""
+def _gemm_block(alpha, beta, transa, transb, m, n, k, a, lda, b, ldb, c, ldc):
+    """BLAS ?gemm on column-major blocks: c (m x n, ldc) = alpha op(a) @ op(b) + beta c, with
+    op 'N' (78) or 'T' (84), ``alpha`` / ``beta`` 1-element arrays in the data's dtype; njit
+    only."""
 
 
-@overload(_gemm_nt_block)
-def _gemm_nt_block_impl(one, m, n, k, b, ldb, a, lda, c, ldc):
-    xxgemm, kind = (_XXGEMM32, 115) if one.dtype == types.float32 else (_XXGEMM64, 100)
+@overload(_gemm_block)
+def _gemm_block_impl(alpha, beta, transa, transb, m, n, k, a, lda, b, ldb, c, ldc):
+    xxgemm, kind = (_XXGEMM32, 115) if alpha.dtype == types.float32 else (_XXGEMM64, 100)
 
-    def impl(one, m, n, k, b, ldb, a, lda, c, ldc):      # kind 's' / 'd', 'N', 'T'
-        xxgemm(kind, 78, 84, m, n, k, _data_ptr(one), _data_ptr(b), ldb, _data_ptr(a), lda,
-               _data_ptr(one), _data_ptr(c), ldc)
+    def impl(alpha, beta, transa, transb, m, n, k, a, lda, b, ldb, c, ldc):   # kind 's' / 'd'
+        xxgemm(kind, transa, transb, m, n, k, _data_ptr(alpha), _data_ptr(a), lda,
+               _data_ptr(b), ldb, _data_ptr(beta), _data_ptr(c), ldc)
     return impl
 
 
+_N, _T = 78, 84       # BLAS op characters
+
+
 @njit(parallel=True, cache=True)
-def _gemm_tn_accumulate(A, B, acc, parts, one):
-    # acc (M, N) += A.T @ B with A (K, M), B (K, N), acc C-contiguous. Row-major acc is the
-    # column-major (N, M) matrix B^T(N, K) A(K, M): ?gemm('N', 'T', N, M, K, 1, B, N, A, M, 1,
-    # acc, N). Thread p takes acc's rows m0 .. m1, i.e. columns of A starting at A[0, m0].
+def _gemm_tn_rows(A, B, acc, parts, one, beta):
+    # acc (M, N) = A.T @ B + beta acc with A (K, M), B (K, N), acc C-contiguous. Row-major acc
+    # is the column-major (N, M) matrix B^T(N, K) A(K, M): ?gemm('N', 'T', N, M, K, 1, B, N,
+    # A, M, beta, acc, N). Thread p takes acc's rows m0 .. m1, i.e. columns of A from A[0, m0].
     K, M = A.shape
     N = B.shape[1]
     for p in prange(parts):
         m0 = M * p // parts
         m1 = M * (p + 1) // parts
+        if m1 > m0 and N > 0:
+            if K > 0:
+                _gemm_block(one, beta, _N, _T, N, m1 - m0, K, B, N, A[:, m0:], M, acc[m0:], N)
+            elif beta[0] == 0:
+                acc[m0:m1] = 0
+
+
+@njit(parallel=True, cache=True)
+def _gemm_nt_rows(A, Bt, acc, parts, one):
+    # acc (M, N) += A @ Bt.T with A (M, K), Bt (N, K), acc C-contiguous. Row-major acc is the
+    # column-major (N, M) matrix Bt(N, K) A^T(K, M), where Bt is stored as the column-major
+    # (K, N) matrix Bt^T and A as (K, M): ?gemm('T', 'N', N, M, K, 1, Bt, K, A, K, 1, acc, N).
+    # Thread p takes acc's rows m0 .. m1 (rows of A).
+    M, K = A.shape
+    N = Bt.shape[0]
+    for p in prange(parts):
+        m0 = M * p // parts
+        m1 = M * (p + 1) // parts
         if m1 > m0 and K > 0 and N > 0:
-            _gemm_nt_block(one, N, m1 - m0, K, B, N, A[:, m0:], M, acc[m0:], N)
+            _gemm_block(one, one, _T, _N, N, m1 - m0, K, Bt, K, A[m0:], K, acc[m0:], N)
+
+
+def _blas_ready(*arrays):
+    """Whether the arrays can go to the pool GEMMs: one float dtype, C-contiguous, every size
+    within 32-bit BLAS integers."""
+    dt = arrays[0].dtype
+    return (dt in (np.float32, np.float64) and all(a.dtype == dt for a in arrays)
+            and all(a.flags.c_contiguous for a in arrays)
+            and max(max(a.shape) for a in arrays) < 2**31)
 
 
 def pool_matmul(A, B):
@@ -129,11 +160,33 @@ def pool_matmul_tn_accumulate(acc, A, B):
     split over numba's threads, one single-threaded BLAS GEMM each accumulating straight into
     its rows (beta = 1: no partial sums). Falls back to NumPy for non-contiguous arrays, mixed
     dtypes or sizes past 32-bit BLAS integers."""
-    dt = acc.dtype
-    if (dt not in (np.float32, np.float64) or A.dtype != dt or B.dtype != dt
-            or not (acc.flags.c_contiguous and A.flags.c_contiguous and B.flags.c_contiguous)
-            or max(A.shape + B.shape) >= 2**31):
+    if not _blas_ready(acc, A, B):
         acc += A.T @ B
         return
+    one = np.ones(1, acc.dtype)
     with SingleThreadedBLAS():
-        _gemm_tn_accumulate(A, B, acc, numba.get_num_threads(), np.ones(1, dt))
+        _gemm_tn_rows(A, B, acc, numba.get_num_threads(), one, one)
+
+
+def pool_matmul_tn(A, B):
+    """``A.T @ B`` (A: (K, M), B: (K, N), C-contiguous, one float dtype), a new C-contiguous
+    (M, N) array, its rows split over numba's threads (one single-threaded BLAS GEMM each).
+    Falls back to NumPy like :func:`pool_matmul_tn_accumulate`."""
+    if not _blas_ready(A, B):
+        return A.T @ B
+    out = np.empty((A.shape[1], B.shape[1]), A.dtype)
+    with SingleThreadedBLAS():
+        _gemm_tn_rows(A, B, out, numba.get_num_threads(), np.ones(1, A.dtype),
+                      np.zeros(1, A.dtype))
+    return out
+
+
+def pool_matmul_nt_accumulate(acc, A, Bt):
+    """``acc += A @ Bt.T`` (A: (M, K), Bt: (N, K); acc: (M, N); one float dtype) with acc's
+    rows split over numba's threads, one single-threaded BLAS GEMM each accumulating straight
+    into its rows. Falls back to NumPy like :func:`pool_matmul_tn_accumulate`."""
+    if not _blas_ready(acc, A, Bt):
+        acc += A @ Bt.T
+        return
+    with SingleThreadedBLAS():
+        _gemm_nt_rows(A, Bt, acc, numba.get_num_threads(), np.ones(1, acc.dtype))

@@ -59,7 +59,18 @@ numba v5  v4 with Winograd F(4x4, 3x3) for the 3x3 layers with enough tiles per 
           B^T of F(2x2, 5x5)) give 4x4 outputs, 36 GEMMs over a quarter of the tiles: 2.25
           multiplies per output instead of F(2x2, 3x3)'s 4 (9 for im2col), and fewer, larger
           transforms per output. float32 error about F(2x2, 5x5)'s (A^T entries up to 8).
-          Other 3x3 layers, 5x5 layers and every other path as v4. The numba default.
+          Other 3x3 layers, 5x5 layers and every other path as v4. The numba default until v6.
+numba v6  v5 with the batched-im2col path (few output pixels, e.g. VGG's 7x7 layers) on
+          numba's threads: the gathers / scatters in parallel over (image, channel) planes,
+          the GEMMs split by rows into one single-threaded BLAS call per thread
+          (``kernels/_pool_blas.py``), bias and the NCHW reorder in one parallel pass. v4 /
+          v5 ran one BLAS-threaded GEMM per pass, whose speed depended on what ran before it
+          (96-176 GFLOP/s for VGG 7x7 256->512 at N=4's 512 x 2304 x 196 forward GEMM, the
+          OpenMP threads of numba or PyTorch still spinning on the cores), with the gathers
+          in the calling thread (0.95 ms of a 4 ms forward). ``seqgrid compare`` (fwd+bwd,
+          2-core AVX-512 EPYC, scaled DeepBench): that layer at N=4 11.0 -> 9.8 ms, 0.67 ->
+          0.75x PyTorch (oneDNN runs it at 95% of the sgemm peak: at that shape im2col's
+          GEMMs leave no room to catch up); N=2 a tie. The numba default.
 cuda v1   (kernels/cuda/conv2d.cu, on "cuda" and "cuda-emu") direct: one thread per
           output element (forward) / per input element gathering over the taps (k,r,s)
           that reach it (backward-data, no atomics); backward-weight one block per
@@ -99,6 +110,7 @@ from numba import njit, prange
 from . import registry
 from ._checks import check_float_array, check_shape, pair
 from ._pool_blas import SingleThreadedBLAS as _SingleThreadedBLAS
+from ._pool_blas import pool_matmul, pool_matmul_nt_accumulate, pool_matmul_tn
 from .cuda.common import THREADS as CUDA_THREADS
 from .cuda.common import blocks_for, ctype, device_xp, register_cuda
 from .cuda.loader import load_module
@@ -431,11 +443,12 @@ def conv2d_backward_weight_numba_v1(dweight, dbias, dout, x, stride=1, padding=0
 #     bwd-data    dcol (CRS, PQ)  = W^T @ dout[n]     then col2im (scatter-add) -> dx[n]
 #     bwd-weight  dW (K, CRS)    += dout[n] @ col^T
 @njit(cache=True, fastmath=False)
-def _im2col_image(xn, col, R, S, P, Q, sh, sw, ph, pw, dh, dw):
-    """col[(c*R + r)*S + s, p*Q + q] = xn[c, p*sh - ph + r*dh, q*sw - pw + s*dw] (0 outside)."""
+def _im2col_channels(xn, col, c0, c1, R, S, P, Q, sh, sw, ph, pw, dh, dw):
+    """col[(c*R + r)*S + s, p*Q + q] = xn[c, p*sh - ph + r*dh, q*sw - pw + s*dw] (0 outside),
+    for the channels c0 <= c < c1."""
     C, H, W = xn.shape
     xf = xn.reshape(-1)
-    for c in range(C):
+    for c in range(c0, c1):
         for r in range(R):
             plo, phi = _valid_range(r * dh - ph, sh, H, P)
             for s in range(S):
@@ -462,13 +475,20 @@ def _im2col_image(xn, col, R, S, P, Q, sh, sw, ph, pw, dh, dw):
 
 
 @njit(cache=True, fastmath=False)
-def _col2im_image(dcol, dxn, R, S, P, Q, sh, sw, ph, pw, dh, dw):
-    """dxn = the col rows scattered back to where _im2col_image read them (overwrites dxn)."""
+def _im2col_image(xn, col, R, S, P, Q, sh, sw, ph, pw, dh, dw):
+    """col (C*R*S, P*Q) = image xn's im2col matrix (see :func:`_im2col_channels`)."""
+    _im2col_channels(xn, col, 0, xn.shape[0], R, S, P, Q, sh, sw, ph, pw, dh, dw)
+
+
+@njit(cache=True, fastmath=False)
+def _col2im_channels(dcol, dxn, c0, c1, R, S, P, Q, sh, sw, ph, pw, dh, dw):
+    """dxn[c0:c1] = the col rows of those channels scattered back to where
+    :func:`_im2col_channels` read them (overwrites dxn[c0:c1])."""
     C, H, W = dxn.shape
     df = dxn.reshape(-1)
-    for i in range(df.size):
+    for i in range(c0 * H * W, c1 * H * W):
         df[i] = 0
-    for c in range(C):
+    for c in range(c0, c1):
         for r in range(R):
             plo, phi = _valid_range(r * dh - ph, sh, H, P)
             for s in range(S):
@@ -484,6 +504,12 @@ def _col2im_image(dcol, dxn, R, S, P, Q, sh, sw, ph, pw, dh, dw):
                     else:
                         for q in range(qlo, qhi):
                             df[dst0 + q * sw] += src[base + q]
+
+
+@njit(cache=True, fastmath=False)
+def _col2im_image(dcol, dxn, R, S, P, Q, sh, sw, ph, pw, dh, dw):
+    """dxn = the col rows scattered back to where _im2col_image read them (overwrites dxn)."""
+    _col2im_channels(dcol, dxn, 0, dxn.shape[0], R, S, P, Q, sh, sw, ph, pw, dh, dw)
 
 
 @njit(cache=True, fastmath=False)
@@ -1302,43 +1328,111 @@ def _col2im_batch(dcol3, dx, R, S, P, Q, sh, sw, ph, pw, dh, dw):
         _col2im_image(dcol3[:, n, :], dx[n], R, S, P, Q, sh, sw, ph, pw, dh, dw)
 
 
-def _batched_col(x, g: ConvGeometry):
+# numba v6's batched path: gathers, scatters and GEMMs on numba's threads (see
+# _batched_forward), one (image, channel) plane per work item
+@njit(parallel=True, cache=True, fastmath=False)
+def _im2col_batch_parallel(x, col3, R, S, P, Q, sh, sw, ph, pw, dh, dw):
+    N, C = x.shape[0], x.shape[1]
+    for item in prange(N * C):
+        n = item // C
+        c = item - n * C
+        _im2col_channels(x[n], col3[:, n, :], c, c + 1, R, S, P, Q, sh, sw, ph, pw, dh, dw)
+
+
+@njit(parallel=True, cache=True, fastmath=False)
+def _col2im_batch_parallel(dcol3, dx, R, S, P, Q, sh, sw, ph, pw, dh, dw):
+    N, C = dx.shape[0], dx.shape[1]
+    for item in prange(N * C):
+        n = item // C
+        c = item - n * C
+        _col2im_channels(dcol3[:, n, :], dx[n], c, c + 1, R, S, P, Q, sh, sw, ph, pw, dh, dw)
+
+
+@njit(parallel=True, cache=True, fastmath=False)
+def _batched_output(y3, b, out3):
+    """out3[n, k] = y3[k, n] + b[k]: the (K, N, P*Q) GEMM result in NCHW order, plus bias."""
+    K, N, PQ = y3.shape
+    for k in prange(K):
+        bk = b[k]
+        for n in range(N):
+            src, dst = y3[k, n], out3[n, k]
+            for i in range(PQ):
+                dst[i] = src[i] + bk
+
+
+@njit(parallel=True, cache=True, fastmath=False)
+def _batched_dout_parallel(dout3, d3):
+    """d3[k, n] = dout3[n, k]: dout (N, K, P*Q) as the (K, N*P*Q) GEMM operand."""
+    N, K, PQ = dout3.shape
+    for k in prange(K):
+        for n in range(N):
+            src, dst = dout3[n, k], d3[k, n]
+            for i in range(PQ):
+                dst[i] = src[i]
+
+
+def _batched_col(x, g: ConvGeometry, pool=False):
     col = np.empty((g.C * g.R * g.S, g.N, g.P * g.Q), x.dtype)
-    _im2col_batch(x, col, *_gemm_geometry(g))
+    (_im2col_batch_parallel if pool else _im2col_batch)(x, col, *_gemm_geometry(g))
     return col.reshape(col.shape[0], -1)
 
 
-def _batched_dout(dout, g: ConvGeometry):
+def _batched_dout(dout, g: ConvGeometry, pool=False):
     """dout (N, K, P, Q) as (K, N*P*Q)."""
+    if pool:
+        d3 = np.empty((g.K, g.N, g.P * g.Q), dout.dtype)
+        _batched_dout_parallel(dout.reshape(g.N, g.K, -1), d3)
+        return d3.reshape(g.K, -1)
     return np.ascontiguousarray(dout.reshape(g.N, g.K, -1).transpose(1, 0, 2)).reshape(g.K, -1)
 
 
-def _batched_forward(x, weight, b, g: ConvGeometry):
-    y = weight.reshape(g.K, -1) @ _batched_col(x, g)                   # (K, N*P*Q)
-    y += b[:, None]
-    return np.ascontiguousarray(y.reshape(g.K, g.N, -1).transpose(1, 0, 2)).reshape(
-        g.N, g.K, g.P, g.Q)
+# numba v4 / v5 run the batched path's GEMMs as one BLAS-threaded call each and its gathers in
+# the calling thread; numba v6 runs all of it on numba's threads, the GEMMs split by rows into
+# one single-threaded BLAS call per thread (kernels/_pool_blas.py). OpenBLAS's own threads ran
+# the forward's 512 x 2304 x 196 GEMM (VGG 7x7 256->512 at N=4) at 96-176 GFLOP/s depending
+# on what ran before it (PyTorch's or numba's OpenMP threads, spinning after their last
+# region, hold the cores), and the serial gather took 0.95 ms of a 4 ms forward.
+def _batched_forward(x, weight, b, g: ConvGeometry, pool=False):
+    w2 = weight.reshape(g.K, -1)
+    if not pool:
+        y = w2 @ _batched_col(x, g)                                    # (K, N*P*Q)
+        y += b[:, None]
+        return np.ascontiguousarray(y.reshape(g.K, g.N, -1).transpose(1, 0, 2)).reshape(
+            g.N, g.K, g.P, g.Q)
+    y = pool_matmul(np.ascontiguousarray(w2), _batched_col(x, g, pool=True))
+    out = np.empty((g.N, g.K, g.P, g.Q), x.dtype)
+    _batched_output(y.reshape(g.K, g.N, -1), b, out.reshape(g.N, g.K, -1))
+    return out
 
 
-def _batched_backward_data(dout, weight, g: ConvGeometry):
-    dcol = weight.reshape(g.K, -1).T @ _batched_dout(dout, g)          # (C*R*S, N*P*Q)
+def _batched_backward_data(dout, weight, g: ConvGeometry, pool=False):
+    w2 = weight.reshape(g.K, -1)
+    if pool:
+        dcol = pool_matmul_tn(np.ascontiguousarray(w2), _batched_dout(dout, g, pool=True))
+    else:
+        dcol = w2.T @ _batched_dout(dout, g)                           # (C*R*S, N*P*Q)
     dx = np.empty((g.N, g.C, g.H, g.W), weight.dtype)
-    _col2im_batch(dcol.reshape(dcol.shape[0], g.N, -1), dx, *_gemm_geometry(g))
+    (_col2im_batch_parallel if pool else _col2im_batch)(
+        dcol.reshape(dcol.shape[0], g.N, -1), dx, *_gemm_geometry(g))
     return dx
 
 
-def _batched_weight_grad(dw_acc, dout, x, g: ConvGeometry):
+def _batched_weight_grad(dw_acc, dout, x, g: ConvGeometry, pool=False):
     dw2 = dw_acc.reshape(g.K, -1)
-    dw2 += _batched_dout(dout, g) @ _batched_col(x, g).T
+    if pool:    # dW (K, C*R*S) += dout (K, N*P*Q) @ col^T, accumulated by BLAS (beta = 1)
+        pool_matmul_nt_accumulate(dw2, _batched_dout(dout, g, pool=True),
+                                  _batched_col(x, g, pool=True))
+    else:
+        dw2 += _batched_dout(dout, g) @ _batched_col(x, g).T
 
 
-def _shaped_forward(x, weight, bias, stride, padding, dilation, tile3):
+def _shaped_forward(x, weight, bias, stride, padding, dilation, tile3, pool=False):
     """One GEMM over all images where :func:`batched_im2col_applies`, Winograd where
     :func:`winograd_applies`, a GEMM per image where :func:`pointwise_applies`, else v3."""
     x, weight, bias, _, g = check_conv2d(x, weight, bias, stride, padding, dilation)
     b = _bias_or_zeros(bias, g.K, x.dtype)
     if batched_im2col_applies(g):
-        return _batched_forward(x, weight, b, g)
+        return _batched_forward(x, weight, b, g, pool)
     if pointwise_applies(g) and g.N > 1:
         out = np.empty((g.N, g.K, g.P * g.Q), x.dtype)
         with _SingleThreadedBLAS():
@@ -1358,13 +1452,14 @@ def _shaped_forward(x, weight, bias, stride, padding, dilation, tile3):
     return out
 
 
-def _shaped_backward_data(dout, weight, x_shape, stride, padding, dilation, tile3):
+def _shaped_backward_data(dout, weight, x_shape, stride, padding, dilation, tile3,
+                          pool=False):
     """One GEMM over all images where :func:`batched_im2col_applies`, Winograd where
     :func:`winograd_applies`, a GEMM per image where :func:`pointwise_applies`, else v3."""
     _, weight, _, dout, g = check_conv2d(None, weight, None, stride, padding, dilation,
                                          dout=dout, x_shape=x_shape)
     if batched_im2col_applies(g):
-        return _batched_backward_data(dout, weight, g)
+        return _batched_backward_data(dout, weight, g, pool)
     if pointwise_applies(g) and g.N > 1:
         dx = np.empty((g.N, g.C, g.H * g.W), weight.dtype)
         with _SingleThreadedBLAS():
@@ -1385,14 +1480,15 @@ def _shaped_backward_data(dout, weight, x_shape, stride, padding, dilation, tile
     return dx
 
 
-def _shaped_backward_weight(dweight, dbias, dout, x, stride, padding, dilation, tile3):
+def _shaped_backward_weight(dweight, dbias, dout, x, stride, padding, dilation, tile3,
+                            pool=False):
     """One GEMM over all images where :func:`batched_im2col_applies`, Winograd where
     :func:`winograd_applies`, a GEMM per image where :func:`pointwise_applies`, else v3;
     accumulates."""
     x, _, _, dout, g = check_conv2d(x, None, None, stride, padding, dilation,
                                     dout=dout, dweight=dweight, dbias=dbias)
     if batched_im2col_applies(g):
-        _accumulate(dweight, _batched_weight_grad, dout, x, g)
+        _accumulate(dweight, _batched_weight_grad, dout, x, g, pool)
     elif pointwise_applies(g) and g.N > 1:
         part = np.zeros((_threads(), g.K, g.C), x.dtype)
         with _SingleThreadedBLAS():
@@ -1413,21 +1509,24 @@ def _shaped_backward_weight(dweight, dbias, dout, x, stride, padding, dilation, 
                 _wino_weight_gemms(Dy, V, dU, tmps, n0 == 0)
         _accumulate(dweight, _wino_weight_grad, dU, plan.m, locs, k)
     if dbias is not None:
-        _accumulate(dbias, _backward_bias_serial if batched_im2col_applies(g) else _backward_bias,
-                    dout)
+        serial = batched_im2col_applies(g) and not pool   # after BLAS-threaded GEMMs
+        _accumulate(dbias, _backward_bias_serial if serial else _backward_bias, dout)
 
 
-def _shaped_versions(version: int, tile3: int):
+def _shaped_versions(version: int, tile3: int, pool: bool = False):
     """numba ``version``'s three conv2d kernels: the shape-specialized paths above with output
-    tile ``tile3`` for 3x3 Winograd (v4: 2, F(2x2, 3x3); v5: 4, F(4x4, 3x3) where it pays)."""
+    tile ``tile3`` for 3x3 Winograd (v4: 2, F(2x2, 3x3); v5 and v6: 4, F(4x4, 3x3) where it
+    pays); ``pool`` runs the batched path on numba's threads (v6)."""
     def forward(x, weight, bias, stride=1, padding=0, dilation=1):
-        return _shaped_forward(x, weight, bias, stride, padding, dilation, tile3)
+        return _shaped_forward(x, weight, bias, stride, padding, dilation, tile3, pool)
 
     def backward_data(dout, weight, x_shape, stride=1, padding=0, dilation=1):
-        return _shaped_backward_data(dout, weight, x_shape, stride, padding, dilation, tile3)
+        return _shaped_backward_data(dout, weight, x_shape, stride, padding, dilation, tile3,
+                                     pool)
 
     def backward_weight(dweight, dbias, dout, x, stride=1, padding=0, dilation=1):
-        return _shaped_backward_weight(dweight, dbias, dout, x, stride, padding, dilation, tile3)
+        return _shaped_backward_weight(dweight, dbias, dout, x, stride, padding, dilation, tile3,
+                                       pool)
 
     fns = (forward, backward_data, backward_weight)
     for fn, shaped in zip(fns, (_shaped_forward, _shaped_backward_data, _shaped_backward_weight)):
@@ -1440,6 +1539,8 @@ conv2d_forward_numba_v4, conv2d_backward_data_numba_v4, conv2d_backward_weight_n
     _shaped_versions(4, tile3=2))
 conv2d_forward_numba_v5, conv2d_backward_data_numba_v5, conv2d_backward_weight_numba_v5 = (
     _shaped_versions(5, tile3=4))
+conv2d_forward_numba_v6, conv2d_backward_data_numba_v6, conv2d_backward_weight_numba_v6 = (
+    _shaped_versions(6, tile3=4, pool=True))
 
 
 # ----------------------------------------------------------------------------
@@ -1772,8 +1873,13 @@ _register("conv2d_backward_weight", "numba", 4, doc=_DOC_V4)(conv2d_backward_wei
 
 _DOC_V5 = ("v4 with Winograd F(4x4,3x3) (36 GEMMs over 4x4-output tiles: 4x fewer GEMM FLOPs than "
            "im2col) for 3x3 layers with N*tiles >= 0.75*max(C,K); else as v4")
-_register("conv2d_forward", "numba", 5, default=True, doc=_DOC_V5)(conv2d_forward_numba_v5)
-_register("conv2d_backward_data", "numba", 5, default=True, doc=_DOC_V5)(
-    conv2d_backward_data_numba_v5)
-_register("conv2d_backward_weight", "numba", 5, default=True, doc=_DOC_V5)(
-    conv2d_backward_weight_numba_v5)
+_register("conv2d_forward", "numba", 5, doc=_DOC_V5)(conv2d_forward_numba_v5)
+_register("conv2d_backward_data", "numba", 5, doc=_DOC_V5)(conv2d_backward_data_numba_v5)
+_register("conv2d_backward_weight", "numba", 5, doc=_DOC_V5)(conv2d_backward_weight_numba_v5)
+_DOC_V6 = ("v5 with the batched-im2col path (VGG-like 7x7 layers) on numba's threads: parallel "
+           "gathers / scatters, GEMMs split by rows into 1-thread BLAS calls")
+_register("conv2d_forward", "numba", 6, default=True, doc=_DOC_V6)(conv2d_forward_numba_v6)
+_register("conv2d_backward_data", "numba", 6, default=True, doc=_DOC_V6)(
+    conv2d_backward_data_numba_v6)
+_register("conv2d_backward_weight", "numba", 6, default=True, doc=_DOC_V6)(
+    conv2d_backward_weight_numba_v6)

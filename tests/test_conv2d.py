@@ -210,10 +210,22 @@ def test_pointwise_applies_to_1x1_stride_1_unpadded(hp, applies):
     ((3, 2, 4, 6), (3, 2, 2, 3), dict(stride=(2, 1), padding=(1, 0), dilation=(1, 2))),
     ((2, 5, 6, 6), (2, 5, 1, 1), dict(stride=2)),
     ((2, 2, 9, 9), (3, 2, 5, 5), dict(padding=2))])
-def test_batched_im2col_matches_reference(x_shape, w_shape, hp, dtype):
+@pytest.mark.parametrize("version", [4, 6])
+def test_batched_im2col_matches_reference(x_shape, w_shape, hp, dtype, version, monkeypatch):
+    """v4: serial gathers, BLAS-threaded GEMMs; v6: (image, channel) planes in parallel and
+    the GEMMs split over numba's threads (which must run: spied)."""
     g = conv_geometry(x_shape, w_shape, **hp)
     assert batched_im2col_applies(g) and g.N * g.P * g.Q <= conv2d_module._BATCHED_MAX_COLUMNS
-    check_against_reference(4, x_shape, w_shape, hp, dtype, True, seed=sum(x_shape))
+    ran = []
+    for name in ("_im2col_batch_parallel", "_col2im_batch_parallel", "pool_matmul",
+                 "pool_matmul_tn", "pool_matmul_nt_accumulate"):
+        real = getattr(conv2d_module, name)
+        monkeypatch.setattr(conv2d_module, name, lambda *a, _r=real, _n=name: ran.append(_n)
+                            or _r(*a))
+    check_against_reference(version, x_shape, w_shape, hp, dtype, True, seed=sum(x_shape))
+    pool_path = {"_im2col_batch_parallel", "_col2im_batch_parallel", "pool_matmul",
+                 "pool_matmul_tn", "pool_matmul_nt_accumulate"}
+    assert set(ran) == (pool_path if version == 6 else set())
 
 
 def test_batched_im2col_applies_to_few_output_pixels():

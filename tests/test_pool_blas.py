@@ -4,7 +4,8 @@ and accumulation into a non-zero target."""
 import numpy as np
 import pytest
 
-from kernels._pool_blas import SingleThreadedBLAS, pool_matmul, pool_matmul_tn_accumulate
+from kernels._pool_blas import (SingleThreadedBLAS, pool_matmul, pool_matmul_nt_accumulate,
+                                pool_matmul_tn, pool_matmul_tn_accumulate)
 from util import assert_close
 
 
@@ -31,6 +32,34 @@ def test_pool_matmul_tn_accumulates(K, M, N, dtype):
     want = acc + A.T @ B
     pool_matmul_tn_accumulate(acc, A, B)
     assert_close("acc + A.T @ B", acc, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("K,M,N", [(0, 3, 2), (1, 3, 2), (4, 1, 3), (9, 5, 7), (98, 40, 17)])
+def test_pool_matmul_tn_overwrites(K, M, N, dtype):
+    """beta = 0: a new array with nothing left of np.empty's garbage (K = 0 gives zeros)."""
+    rng = np.random.default_rng(K + 3 * M * N)
+    A = rng.standard_normal((K, M)).astype(dtype)
+    B = rng.standard_normal((K, N)).astype(dtype)
+    got = pool_matmul_tn(A, B)
+    assert got.dtype == dtype and got.shape == (M, N) and got.flags.c_contiguous
+    assert_close("A.T @ B", got, A.T @ B)
+    assert_close("strided (NumPy fallback)", pool_matmul_tn(A[:, ::-1], B), A[:, ::-1].T @ B)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("M,K,N", [(1, 3, 2), (3, 1, 4), (5, 9, 7), (40, 98, 17)])
+def test_pool_matmul_nt_accumulates(M, K, N, dtype):
+    rng = np.random.default_rng(M + K * N)
+    A = rng.standard_normal((M, K)).astype(dtype)
+    Bt = rng.standard_normal((N, K)).astype(dtype)
+    acc = rng.standard_normal((M, N)).astype(dtype)
+    want = acc + A @ Bt.T
+    pool_matmul_nt_accumulate(acc, A, Bt)
+    assert_close("acc + A @ Bt.T", acc, want)
+    acc2 = np.zeros((M, 2 * N), dtype)[:, ::2]          # strided target: NumPy fallback
+    pool_matmul_nt_accumulate(acc2, A, Bt)
+    assert_close("strided acc", acc2, A @ Bt.T)
 
 
 def test_pool_matmul_tn_falls_back_for_strided_or_mixed_arrays():
