@@ -108,7 +108,7 @@ numba v6  float32 with N >= PACKED_MIN_N (2): no BLAS call inside the time loop.
           strided sgemm accumulating in place (beta = 1) rather than per-thread partials
           summed afterwards: LSTM T=6 N=8 Hd=512 14.1 -> 7.4 ms, which moved the threshold
           ``POOL_GEMM_MIN_MACS`` from 2^27 down to 2^20.
-numba v7  (default) v6, and at N <= GEMV_MAX_N (1) in float32 the GEMV twins of v6's loops
+numba v7  v6, and at N <= GEMV_MAX_N (1) in float32 the GEMV twins of v6's loops
           (``kernels/_stream_gemv.py``): one parallel region per step in which each thread
           owns a range of hidden units, dots its units' G gate rows of W_hh (as stored: no
           transpose, no packing) with h_(t-1), runs their gates, and writes their h_t into a
@@ -123,6 +123,17 @@ numba v7  (default) v6, and at N <= GEMV_MAX_N (1) in float32 the GEMV twins of 
           step, the dot form over a transposed copy 0.12-0.13 ms, which does not pay for the
           transpose. From N=2 the packed micro-kernel wins (4x48 tile; packed vs the GEMV loops,
           LSTM N=2 61 vs 69 ms, N=3 72 vs 107; GRU N=2 44 vs 47, N=3 59 vs 80).
+numba v8  (default) v7 with v6's packed loops split by sentences instead of hidden units where
+          that pays (``_row_split``: W_hh's packed panels within about a core's L2, or up to
+          8 MB with 2+ tiles of MR sentences per thread; the tiles evenly shared): each
+          thread owns whole MR-sentence tiles, runs the micro-kernel over ALL of W_hh's
+          panels for them, and since a sentence's recurrence needs no other sentence, runs
+          all T steps in ONE parallel region: no barrier per step, no imbalance from a last
+          panel that is mostly padding (Hd = 64: 48 + 16 units), and gate loops over whole
+          rows. Fwd+bwd, 2-core AVX-512 EPYC, interleaved, v7 -> v8: LSTM T=38 N=16 Hd=64
+          1.97 -> 1.47 ms, T=6 N=32 Hd=128 1.56 -> 1.32, T=25 N=8 Hd=128 1.73 -> 1.44, T=6
+          N=32 Hd=256 8.1 -> 6.8; ReLU RNN T=12 N=32 Hd=440 8.6 -> 7.9. The speech shape's
+          16 MB W_hh stays on the unit split (a tie there: each thread would stream all of it).
 Jordan: ``jordan_sequence_forward`` / ``jordan_sequence_backward`` on numpy v1 and numba v1 (one
 njit call for the loop, BLAS inside).
 
@@ -890,69 +901,86 @@ if _HAVE_NUMBA:
                     hout[n, u] = hin[n, u]
 
     # ---- numba v6: packed-W_hh micro-kernel GEMM fused with the gates (kernels/_packed_gemm.py)
-    @njit(parallel=True, **VEC_JIT)
-    def _seq_fwd_v6(cell, xg, bp, b_hh, h, c, lengths, reverse, y, hprev, gates, aux1, aux2,
-                    nth, chunk):
-        """The whole float32 forward time loop, one parallel region per step. Thread ``th``
-        owns the hidden-unit panels [p0, p1) (NR units each) and walks them ``chunk`` panels
-        at a time: it computes the chunk's G gate panels of h_(t-1) @ W_hh^T with the
-        micro-kernel (A = h_(t-1) packed in MR-row panels, B = ``bp`` from
-        ``pack_row_panels``), then those units' gates and state update while they are in
-        cache, and writes the new h of its units into the other A buffer. (The gates run over
-        chunk*NR units at once: LLVM's vector loop needs >= 32 iterations, a 24-unit loop ran
-        scalar at ~70 ns per unit.)"""
-        T, N, GHd = xg.shape
-        Hd = h.shape[1]
-        G = GHd // Hd
+    @njit(inline="always", **VEC_JIT)
+    def _fwd_step_v6(cell, t, a_cur, a_nxt, pg2, bp, pa, pb, qa, qb, chunk, xg, b_hh, h, c,
+                     lengths, y, hprev, gates, aux1, aux2):
+        """One thread's share of forward step t: the hidden-unit panels [pa, pb) (NR units
+        each) of the sentence tiles [qa, qb) (MR sentences each), ``chunk`` panels at a time:
+        the chunk's G gate panels of h_(t-1) @ W_hh^T with the micro-kernel (A = h_(t-1)
+        packed in MR-row panels, B = ``bp`` from ``pack_row_panels``), then those units'
+        gates and state update while they are in cache, and the new h of those units into
+        the other A buffer. (The gates run over chunk*NR units at once: LLVM's vector loop
+        needs >= 32 iterations, a 24-unit loop ran scalar at ~70 ns per unit.)"""
+        N, Hd = h.shape
+        G = xg.shape[2] // Hd
         P = (Hd + NR - 1) // NR
-        Q = (N + MR - 1) // MR
         hs = chunk * NR                                   # gate stride in the panel buffer
         ldc = G * hs
+        pg = pg2.reshape(-1)
+        for pc in range(pa, pb, chunk):
+            for p in range(pc, min(pc + chunk, pb)):
+                for g in range(G):
+                    b0 = (g * P + p) * Hd * NR
+                    c0 = g * hs + (p - pc) * NR
+                    mk_tile_prefetch(a_cur, qa * Hd * MR, bp, b0, pg, qa * MR * ldc + c0, ldc,
+                                     Hd)
+                    for q in range(qa + 1, qb):
+                        mk_tile(a_cur, q * Hd * MR, bp, b0, pg, q * MR * ldc + c0, ldc, Hd)
+            u0 = pc * NR
+            u1 = min(min(pc + chunk, pb) * NR, Hd)
+            for n in range(qa * MR, min(qb * MR, N)):
+                for u in range(u0, u1):
+                    hprev[t, n, u] = h[n, u]
+                if cell == 2:
+                    for u in range(u0, u1):
+                        aux1[t, n, u] = c[n, u]
+                if t < lengths[n]:
+                    _cell_row32(cell, t, n, u0, u1, xg, pg2[n], hs,
+                                b_hh, h, c, y, gates, aux1, aux2)
+                    for u in range(u0, u1):
+                        h[n, u] = y[t, n, u]
+                q, r = divmod(n, MR)
+                for u in range(u0, u1):
+                    a_nxt[(q * Hd + u) * MR + r] = h[n, u]
+
+    @njit(parallel=True, **VEC_JIT)
+    def _seq_fwd_v6(cell, xg, bp, b_hh, h, c, lengths, reverse, y, hprev, gates, aux1, aux2,
+                    nth, chunk, rows):
+        """The whole float32 forward time loop (:func:`_fwd_step_v6` per thread and step).
+        ``rows`` False (v6, v7): one parallel region per step, thread ``th`` owns a range of
+        hidden-unit panels for every sentence (W_hh split between the threads' caches).
+        ``rows`` True (v8): thread ``th`` owns a range of MR-sentence tiles for every unit
+        and runs all T steps of its sentences in ONE parallel region, no barrier per step
+        (each thread reads all of W_hh: for W_hh that fits a core's L2)."""
+        T, N, GHd = xg.shape
+        Hd = h.shape[1]
+        P = (Hd + NR - 1) // NR
+        Q = (N + MR - 1) // MR
         apack = np.zeros((2, Q * Hd * MR), np.float32)    # rows >= N stay 0
-        panel = np.empty((nth, Q * MR, ldc), np.float32)
+        panel = np.empty((nth, Q * MR, GHd // Hd * chunk * NR), np.float32)
         for n in range(N):
             q, r = divmod(n, MR)
             for k in range(Hd):
                 apack[0, (q * Hd + k) * MR + r] = h[n, k]
-        for s in range(T):
-            t = T - 1 - s if reverse else s
-            cur = s % 2
+        if rows:
             for th in prange(nth):
-                a_cur, a_nxt, pg2 = apack[cur], apack[1 - cur], panel[th]
-                pg = pg2.reshape(-1)
-                p1 = (th + 1) * P // nth
-                for pc in range(th * P // nth, p1, chunk):
-                    for p in range(pc, min(pc + chunk, p1)):
-                        for g in range(G):
-                            b0 = (g * P + p) * Hd * NR
-                            c0 = g * hs + (p - pc) * NR
-                            mk_tile_prefetch(a_cur, 0, bp, b0, pg, c0, ldc, Hd)
-                            for q in range(1, Q):
-                                mk_tile(a_cur, q * Hd * MR, bp, b0, pg, q * MR * ldc + c0, ldc,
-                                        Hd)
-                    u0 = pc * NR
-                    u1 = min(min(pc + chunk, p1) * NR, Hd)
-                    for n in range(N):
-                        for u in range(u0, u1):
-                            hprev[t, n, u] = h[n, u]
-                        if cell == 2:
-                            for u in range(u0, u1):
-                                aux1[t, n, u] = c[n, u]
-                        if t < lengths[n]:
-                            _cell_row32(cell, t, n, u0, u1, xg, pg2[n], hs,
-                                        b_hh, h, c, y, gates, aux1, aux2)
-                            for u in range(u0, u1):
-                                h[n, u] = y[t, n, u]
-                        q, r = divmod(n, MR)
-                        for u in range(u0, u1):
-                            a_nxt[(q * Hd + u) * MR + r] = h[n, u]
+                qa, qb = th * Q // nth, (th + 1) * Q // nth
+                for s in range(T):
+                    t = T - 1 - s if reverse else s
+                    cur = s % 2
+                    if qb > qa:
+                        _fwd_step_v6(cell, t, apack[cur], apack[1 - cur], panel[th], bp, 0, P,
+                                     qa, qb, chunk, xg, b_hh, h, c, lengths, y, hprev, gates,
+                                     aux1, aux2)
+        else:
+            for s in range(T):
+                t = T - 1 - s if reverse else s
+                cur = s % 2
+                for th in prange(nth):
+                    _fwd_step_v6(cell, t, apack[cur], apack[1 - cur], panel[th], bp,
+                                 th * P // nth, (th + 1) * P // nth, 0, Q, chunk, xg, b_hh, h,
+                                 c, lengths, y, hprev, gates, aux1, aux2)
         return h, c
-
-    @njit(inline="always", **VEC_JIT)
-    def _v6_chunks(th, nth, P, chunk):
-        """Thread th's panels [p0, p1) of P, and how many chunks of ``chunk`` panels they make."""
-        p0, p1 = th * P // nth, (th + 1) * P // nth
-        return p0, p1, (p1 - p0 + chunk - 1) // chunk
 
     @njit(inline="always", **VEC_JIT)
     def _pack_dg_row(dgh, t, n, u0, u1, Hd, G, a, MRr):
@@ -965,18 +993,75 @@ if _HAVE_NUMBA:
             for u in range(g * Hd + u0, g * Hd + u1):
                 a[(q * GHd + u) * MRr + r] = src[u]
 
-    @njit(parallel=True, **VEC_JIT)
-    def _seq_bwd_v6(cell, dy, has_dy, dh, dc, bq, hprev, gates, aux1, aux2, dgx, dgh, lengths,
-                    reverse, k, nth, chunk):
-        """The whole float32 BPTT time loop, one parallel region per step (numba v6). Thread th
-        owns the hidden-unit panels [p0, p1): per step it computes its columns of
+    @njit(inline="always", **VEC_JIT)
+    def _bwd_first_v6(cell, t0, pa, pb, qa, qb, chunk, a0buf, sb, dy, has_dy, dh, dc, dtmp,
+                      hprev, gates, aux1, aux2, dgx, dgh, lengths):
+        """The elementwise backward of the first step processed (t0) for one thread's panels
+        [pa, pb) and sentence tiles [qa, qb), its dg_t0 packed into the A buffer ``a0buf``."""
+        N, Hd = dh.shape
+        G = dgx.shape[2] // Hd
+        for pc in range(pa, pb, chunk):
+            u0, u1 = pc * NR, min(min(pc + chunk, pb) * NR, Hd)
+            for n in range(qa * MR, min(qb * MR, N)):
+                _bwd_row32(cell, t0, n, u0, u1, dy, has_dy, dh, dc, dtmp, hprev, gates,
+                           aux1, aux2, dgx, dgh, lengths, sb)
+                _pack_dg_row(dgh, t0, n, u0, u1, Hd, G, a0buf, MR)
+
+    @njit(inline="always", **VEC_JIT)
+    def _bwd_step_v6(cell, s, t, tn, pa, pb, qa, qb, chunk, a_cur, a_nxt, mm, sb, bq, dy,
+                     has_dy, dh, dc, dtmp, hprev, gates, aux1, aux2, dgx, dgh, lengths,
+                     reverse, k):
+        """One thread's share of BPTT step t (the s-th processed) for the hidden-unit panels
+        [pa, pb) and sentence tiles [qa, qb), ``chunk`` panels at a time: its block of
         dg_t @ W_hh with the micro-kernel (A = dg_t of all units, packed; B = ``bq`` from
-        ``pack_col_panels(w_hh)``), finishes dh_(t-1) for its units (pass-through, truncation),
-        then runs the elementwise step t-1 for those units right away and packs their dg_(t-1)
-        into the other A buffer: one barrier per step."""
+        ``pack_col_panels(w_hh)``), dh_(t-1) finished for those units (pass-through,
+        truncation), then the elementwise step tn = t-1 for them right away, their dg_tn
+        packed into the other A buffer."""
         T, N, GHd = dgx.shape
         Hd = dh.shape[1]
         G = GHd // Hd
+        W = chunk * NR
+        mf = mm.reshape(-1)
+        for pc in range(pa, pb, chunk):
+            pe = min(pc + chunk, pb)
+            u0, u1 = pc * NR, min(pe * NR, Hd)
+            # k blocked by gate (Hd rows of W_hh), the gate loop outermost: one gate's
+            # A block (N x Hd, 256 KB at N=64) stays in L2 over the chunk's panels;
+            # the whole K = G*Hd per panel streamed a 1 MB A from L3 per panel
+            # (LSTM N=64: the GEMM took 635 ms per sequence vs 345 forward)
+            for g in range(G):
+                for p in range(pc, pe):
+                    c0 = (p - pc) * NR
+                    b0 = (p * GHd + g * Hd) * NR
+                    a0 = (qa * GHd + g * Hd) * MR
+                    if g == 0:
+                        mk_tile_prefetch(a_cur, a0, bq, b0, mf, qa * MR * W + c0, W, Hd)
+                    else:
+                        mk_tile_acc_prefetch(a_cur, a0, bq, b0, mf, qa * MR * W + c0, W, Hd)
+                    for q in range(qa + 1, qb):
+                        a0 = (q * GHd + g * Hd) * MR
+                        if g == 0:
+                            mk_tile(a_cur, a0, bq, b0, mf, q * MR * W + c0, W, Hd)
+                        else:
+                            mk_tile_acc(a_cur, a0, bq, b0, mf, q * MR * W + c0, W, Hd)
+            for n in range(qa * MR, min(qb * MR, N)):
+                _combine_row32(n, u0, u1, t, mm[n], dtmp, dh, dc, cell == 2, lengths,
+                               reverse, k)
+                if s + 1 < T:
+                    _bwd_row32(cell, tn, n, u0, u1, dy, has_dy, dh, dc, dtmp, hprev,
+                               gates, aux1, aux2, dgx, dgh, lengths, sb)
+                    _pack_dg_row(dgh, tn, n, u0, u1, Hd, G, a_nxt, MR)
+
+    @njit(parallel=True, **VEC_JIT)
+    def _seq_bwd_v6(cell, dy, has_dy, dh, dc, bq, hprev, gates, aux1, aux2, dgx, dgh, lengths,
+                    reverse, k, nth, chunk, rows):
+        """The whole float32 BPTT time loop (:func:`_bwd_step_v6` per thread and step).
+        ``rows`` False (v6, v7): one parallel region per step, thread th owns the hidden-unit
+        panels [p0, p1) for every sentence: one barrier per step. ``rows`` True (v8): thread
+        th owns a range of MR-sentence tiles for every unit and runs all T steps of its
+        sentences in ONE parallel region (see :func:`_seq_fwd_v6`)."""
+        T, N, GHd = dgx.shape
+        Hd = dh.shape[1]
         P = (Hd + NR - 1) // NR
         Q = (N + MR - 1) // MR
         W = chunk * NR
@@ -985,51 +1070,35 @@ if _HAVE_NUMBA:
         sbuf = np.empty((nth, W), np.float32)
         dtmp = np.empty_like(dh)
         t0 = 0 if reverse else T - 1                       # first step processed
+        if rows:
+            for th in prange(nth):
+                qa, qb = th * Q // nth, (th + 1) * Q // nth
+                if qb > qa:
+                    _bwd_first_v6(cell, t0, 0, P, qa, qb, chunk, apack[0], sbuf[th], dy,
+                                  has_dy, dh, dc, dtmp, hprev, gates, aux1, aux2, dgx, dgh,
+                                  lengths)
+                    for s in range(T):
+                        t = s if reverse else T - 1 - s
+                        tn = t + 1 if reverse else t - 1       # next step processed
+                        cur = s % 2
+                        _bwd_step_v6(cell, s, t, tn, 0, P, qa, qb, chunk, apack[cur],
+                                     apack[1 - cur], mmbuf[th], sbuf[th], bq, dy, has_dy, dh,
+                                     dc, dtmp, hprev, gates, aux1, aux2, dgx, dgh, lengths,
+                                     reverse, k)
+            return dh, dc
         for th in prange(nth):
-            p0, p1, nc = _v6_chunks(th, nth, P, chunk)
-            for ci in range(nc):
-                u0, u1 = (p0 + ci * chunk) * NR, min(min(p0 + (ci + 1) * chunk, p1) * NR, Hd)
-                for n in range(N):
-                    _bwd_row32(cell, t0, n, u0, u1, dy, has_dy, dh, dc, dtmp, hprev, gates,
-                               aux1, aux2, dgx, dgh, lengths, sbuf[th])
-                    _pack_dg_row(dgh, t0, n, u0, u1, Hd, G, apack[0], MR)
+            _bwd_first_v6(cell, t0, th * P // nth, (th + 1) * P // nth, 0, Q, chunk, apack[0],
+                          sbuf[th], dy, has_dy, dh, dc, dtmp, hprev, gates, aux1, aux2, dgx,
+                          dgh, lengths)
         for s in range(T):
             t = s if reverse else T - 1 - s
             tn = t + 1 if reverse else t - 1                   # next step processed
             cur = s % 2
             for th in prange(nth):
-                a_cur, a_nxt, mm = apack[cur], apack[1 - cur], mmbuf[th]
-                p0, p1, nc = _v6_chunks(th, nth, P, chunk)
-                for ci in range(nc):
-                    pc = p0 + ci * chunk
-                    pe = min(pc + chunk, p1)
-                    u0, u1 = pc * NR, min(pe * NR, Hd)
-                    mf = mm.reshape(-1)
-                    # k blocked by gate (Hd rows of W_hh), the gate loop outermost: one gate's
-                    # A block (N x Hd, 256 KB at N=64) stays in L2 over the chunk's panels;
-                    # the whole K = G*Hd per panel streamed a 1 MB A from L3 per panel
-                    # (LSTM N=64: the GEMM took 635 ms per sequence vs 345 forward)
-                    for g in range(G):
-                        for p in range(pc, pe):
-                            c0 = (p - pc) * NR
-                            b0 = (p * GHd + g * Hd) * NR
-                            if g == 0:
-                                mk_tile_prefetch(a_cur, 0, bq, b0, mf, c0, W, Hd)
-                            else:
-                                mk_tile_acc_prefetch(a_cur, g * Hd * MR, bq, b0, mf, c0, W, Hd)
-                            for q in range(1, Q):
-                                a0 = (q * GHd + g * Hd) * MR
-                                if g == 0:
-                                    mk_tile(a_cur, a0, bq, b0, mf, q * MR * W + c0, W, Hd)
-                                else:
-                                    mk_tile_acc(a_cur, a0, bq, b0, mf, q * MR * W + c0, W, Hd)
-                    for n in range(N):
-                        _combine_row32(n, u0, u1, t, mm[n], dtmp, dh, dc, cell == 2, lengths,
-                                       reverse, k)
-                        if s + 1 < T:
-                            _bwd_row32(cell, tn, n, u0, u1, dy, has_dy, dh, dc, dtmp, hprev,
-                                       gates, aux1, aux2, dgx, dgh, lengths, sbuf[th])
-                            _pack_dg_row(dgh, tn, n, u0, u1, Hd, G, a_nxt, MR)
+                _bwd_step_v6(cell, s, t, tn, th * P // nth, (th + 1) * P // nth, 0, Q, chunk,
+                             apack[cur], apack[1 - cur], mmbuf[th], sbuf[th], bq, dy, has_dy,
+                             dh, dc, dtmp, hprev, gates, aux1, aux2, dgx, dgh, lengths,
+                             reverse, k)
         return dh, dc
 
     @njit(inline="always", **VEC_JIT)
@@ -1730,6 +1799,18 @@ PACKED_MIN_N = 2
 # numba v7 runs its streamed-W_hh GEMV loops (_seq_fwd_v7 / _seq_bwd_v7) up to this batch size
 # (below PACKED_MIN_N, where v6 runs as v5)
 GEMV_MAX_N = 1
+# numba v8 splits the packed loops by sentences (``rows``: every thread runs all T steps of its
+# MR-sentence tiles in one parallel region, no barrier per step, and reads all of W_hh's
+# panels at every step) where W_hh's packed panels fit about a core's L2 (ROW_SPLIT_L2_BYTES),
+# or up to ROW_SPLIT_MAX_WHH_BYTES with at least 2 tiles (8 sentences) per thread to reuse each
+# panel from L3; with a tile per thread and the tiles evenly shared (or >= 4 per thread).
+# Elsewhere it splits by hidden units like v6 / v7. Measured (fwd+bwd, 2-core AVX-512 EPYC,
+# interleaved, v7 -> rows): LSTM T=38 N=16 Hd=64 1.97 -> 1.47 ms, T=6 N=32 Hd=128 1.56 ->
+# 1.32, N=8 0.61 -> 0.56, T=6 N=32 Hd=256 8.1 -> 6.8, T=25 N=16 Hd=256 13.2 -> 11.2; ReLU
+# RNN T=12 N=32 Hd=440 8.6 -> 7.9; W_hh past L2: tanh RNN T=100 N=16 Hd=1000 (4 MB) 127 ->
+# 117; speech LSTM (16 MB) N=16 300 vs 292, N=8 153 vs 157 (a tie: left on the unit split)
+ROW_SPLIT_L2_BYTES = 1 << 20
+ROW_SPLIT_MAX_WHH_BYTES = 8 << 20
 
 
 # numba v6 runs its GEMMs outside the time loop (input projection, dW_ih, dW_hh, dx) on numba's
@@ -1759,6 +1840,18 @@ def _col_panels(w_hh):
     return pack_col_panels(w_hh, np.empty(_col_panels_shape(w_hh), w_hh.dtype))
 
 
+def _row_split(version, N, G, Hd):
+    """Whether numba v8's packed loops run split by sentences (see ROW_SPLIT_L2_BYTES)."""
+    if version < 8:
+        return False
+    nth = _v6_threads()
+    Q = -(-N // MR)                                   # MR-sentence tiles
+    whh_bytes = G * -(-Hd // NR) * NR * Hd * 4
+    fits = whh_bytes <= ROW_SPLIT_L2_BYTES or (Q >= 2 * nth
+                                                and whh_bytes <= ROW_SPLIT_MAX_WHH_BYTES)
+    return Q >= nth and (Q % nth == 0 or Q >= 4 * nth) and fits
+
+
 def _fused_loop(version, x):
     """Which fused float32 time loop numba v6 / v7 run: "packed" (v6 and v7, N >=
     PACKED_MIN_N: the micro-kernel loops), "gemv" (v7, N <= GEMV_MAX_N: the streamed-W_hh
@@ -1769,14 +1862,14 @@ def _fused_loop(version, x):
     N = x.shape[1]
     if N >= PACKED_MIN_N:
         return "packed"
-    if version == 7 and N <= GEMV_MAX_N:
+    if version >= 7 and N <= GEMV_MAX_N:
         return "gemv"
     return None
 
 
 def _nb_forward(version, cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse):
     fused = _fused_loop(version, x)
-    version = min(version, 5)
+    asked, version = version, min(version, 5)
     xg, wT, bhh, h, c, lens, cache, y, aux1, aux2, T, N, G, Hd = _nb_prepare_forward(
         cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, fast_t=(version >= 4), fused=fused)
     code = _CODE[cell]
@@ -1788,7 +1881,8 @@ def _nb_forward(version, cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, rever
         # the backward's W_hh panels, packed now while W_hh is in cache (see _keep_for_backward)
         _keep_for_backward(cache, "w_hh_col_panels", w_hh, _col_panels(w_hh))
         h, c = _seq_fwd_v6(code, xg, wT, bhh, h, c, lens, bool(reverse), y, cache["hprev"],
-                           cache["gates"], aux1, aux2, _v6_threads(), V6_CHUNK)
+                           cache["gates"], aux1, aux2, _v6_threads(), V6_CHUNK,
+                           _row_split(asked, N, G, Hd))
         return (y, h, c, cache) if cell == "lstm" else (y, h, cache)
     nw = _split_workers(N) if version >= 4 else 1
     if version == 5 and _needs_whhT(N, nw):
@@ -1825,7 +1919,7 @@ def _nb_backward(version, cell, dw_ih, dw_hh, db_ih, db_hh, dy, dh_n, dc_n, x, w
                  cache, lengths, reverse, bptt_steps):
     fused = _fused_loop(version, x)
     packed = fused == "packed"
-    version = min(version, 5)
+    asked, version = version, min(version, 5)
     kept_whhT = (_kept_for_backward(cache, "w_hhT", w_hh, lambda w: w.shape[::-1])
                  if version == 5 else None)
     kept_panels = (_kept_for_backward(cache, "w_hh_col_panels", w_hh, _col_panels_shape)
@@ -1860,7 +1954,7 @@ def _nb_backward(version, cell, dw_ih, dw_hh, db_ih, db_hh, dy, dh_n, dc_n, x, w
     elif packed:                                          # v6: packed W_hh micro-kernel
         bq = kept_panels if kept_panels is not None else _col_panels(w_hh)
         dh, dc = _seq_bwd_v6(code, dyv, has_dy, dh, dc, bq, hprev, gates, aux1, aux2, dgx, dgh,
-                             lens, rev, k, _v6_threads(), V6_CHUNK)
+                             lens, rev, k, _v6_threads(), V6_CHUNK, _row_split(asked, N, G, Hd))
     elif nw > 1:                                          # v4/v5: one BPTT loop per batch slice
         _v4_backward(code, cell, dyv, has_dy, dh, dc, w_hh, hprev, gates, aux1, aux2, cache,
                      dgx, dgh, lens, rev, k, T, N, nw, serial_pw, whhT)
@@ -2160,8 +2254,11 @@ def _make(cell):
                "(forward and BPTT); "
                "float64 and N = 1 run as v5",
             7: "v6, and at N = 1 (float32) per step ONE parallel region of GEMVs streaming "
-               "W_hh as stored, fused with the gates (forward and BPTT); float64 runs as v5"}
-    for v in (1, 2, 3, 4, 5, 6, 7):
+               "W_hh as stored, fused with the gates (forward and BPTT); float64 runs as v5",
+            8: "v7, with the packed loops split by sentences where W_hh's panels fit a core's "
+               "L2 (every thread runs all T steps of its sentences in ONE parallel region, "
+               "no barrier per step)"}
+    for v in (1, 2, 3, 4, 5, 6, 7, 8):
         if lstm:
             def nb_fwd(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=None, reverse=False, _v=v):
                 return _nb_forward(_v, cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse)
@@ -2179,9 +2276,9 @@ def _make(cell):
                        reverse=False, bptt_steps=None, _v=v):
                 return _nb_backward(_v, cell, dw_ih, dw_hh, db_ih, db_hh, dy, dh_n, None, x,
                                     w_ih, w_hh, cache, lengths, reverse, bptt_steps)
-        registry.register(f"{cell}_sequence_forward", "numba", v, default=(v == 7),
+        registry.register(f"{cell}_sequence_forward", "numba", v, default=(v == 8),
                           doc=docs[v])(nb_fwd)
-        registry.register(f"{cell}_sequence_backward", "numba", v, default=(v == 7),
+        registry.register(f"{cell}_sequence_backward", "numba", v, default=(v == 8),
                           doc=docs[v])(nb_bwd)
 
 

@@ -10,7 +10,7 @@ from kernels import recurrent, registry
 from kernels.recurrent import CELLS, GATES, SMALL_N
 from util import assert_close, numerical_grad
 
-VERSIONS = [("numba", v) for v in (1, 2, 3, 4, 5, 6, 7)]
+VERSIONS = [("numba", v) for v in (1, 2, 3, 4, 5, 6, 7, 8)]
 
 
 def make(cell, T, N, I, Hd, dtype, rng, scale=0.5):
@@ -505,6 +505,49 @@ def test_v6_and_v7_pick_their_loops_by_batch_and_dtype(rng):
     assert fused(5, np.zeros((2, 8, 3), np.float32)) is None
     p = make("gru", 3, 1, 2, 30, np.float32, rng)
     compare(run("gru", "numba", 6, p), run("gru", "numba", 5, p), np.float32, "v6 N=1")
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("cell", CELLS)
+def test_v8_sentence_split_loops_match_reference(cell, threads, monkeypatch):
+    """numba v8's sentence-split packed loops (every thread runs all steps of its MR-sentence
+    tiles) equal the reference: fewer tiles than threads (N = 2: idle threads), uneven tile
+    counts (N = 13: 4 tiles), a partial last tile, panels that end off NR (Hd = 37, 100), with
+    lengths, reverse, truncation, no dy, no bias; the loops must run with rows=True."""
+    monkeypatch.setattr(recurrent, "V6_THREADS", threads)
+    monkeypatch.setattr(recurrent, "_row_split", lambda version, *a: version >= 8)
+    rows = []
+    for name in ("_seq_fwd_v6", "_seq_bwd_v6"):
+        real = getattr(recurrent, name)
+        monkeypatch.setattr(recurrent, name,
+                            lambda *a, _r=real: rows.append(a[-1]) or _r(*a))
+    rng = np.random.default_rng(threads + 40)
+    for N, Hd in ((2, 37), (6, 100), (13, 37)):
+        p = make(cell, 5, N, 3, Hd, np.float32, rng, scale=0.4)
+        lengths = rng.integers(1, 6, size=N)
+        for kw in (dict(), dict(lengths=lengths, reverse=True, bptt=2),
+                   dict(lengths=lengths, use_dy=False, bias=False)):
+            rows.clear()
+            ref = run(cell, "numpy", 1, p, **kw)
+            got = run(cell, "numba", 8, p, **kw)
+            assert rows == [True, True]
+            compare(got, ref, np.float32, f"{cell} v8 N={N} Hd={Hd} {kw}")
+
+
+def test_v8_splits_by_sentences_where_w_hh_is_small_and_tiles_share_evenly(monkeypatch):
+    """The rule of ROW_SPLIT_*: W_hh's panels within a core's L2, or within the larger bound
+    with 2+ tiles per thread; a tile per thread, tiles shared evenly or 4+ per thread; v8
+    only."""
+    split = recurrent._row_split
+    monkeypatch.setattr(recurrent, "V6_THREADS", 2)
+    assert split(8, 16, 4, 64) and split(8, 8, 4, 128)          # small W_hh, 2 / 1 tiles each
+    assert not split(7, 16, 4, 64) and not split(6, 16, 4, 64)  # v6 / v7: unit split
+    assert not split(8, 4, 4, 64)                               # one tile for two threads
+    assert not split(8, 12, 4, 64) and split(8, 36, 4, 64)      # 3 tiles: 2 + 1; 9: 5 + 4
+    assert not split(8, 8, 4, 256) and split(8, 16, 4, 256)     # 1.2 MB: needs 2 tiles each
+    assert not split(8, 64, 4, 1000)                            # 16 MB: past the bound
+    monkeypatch.setattr(recurrent, "V6_THREADS", 1)
+    assert split(8, 2, 4, 64)                                   # one thread: one region
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
