@@ -173,13 +173,13 @@ def pack_row_panels(w, rows_per_group, groups, out):
     return out
 
 
-# panels per work item of pack_col_panels: each row of w is read 8*NR = 192 floats at a time
-# (768 B) and 8 panels are written front to back. One panel per item read 96 B from each of K
-# rows K*C*4 bytes apart: 5.4 ms for the speech shape's 1000 x 4000 W_hh, against 1.0 ms here
-# (512 x 2048: 1.28 -> 0.37 ms; 2 threads)
-# (AVX2, NR = 24). With NR = 48 (AVX-512) one panel per item measured best: 2.0 ms, against
-# 2.2 / 2.5 / 2.8 ms for 2 / 4 / 8 panels (speech W_hh, 2 threads, Zen 4)
-COL_PACK_GROUP = 8 if NR == 24 else 1
+# rows of w per work item of pack_col_panels: each item reads its rows front to back, whole,
+# and writes every panel's piece of them (P output streams). Items of whole panels, each reading
+# NR floats from all K rows (K rows of 4-16 KB apart: a TLB miss or two per row and panel),
+# measured 0.36 ms for LSTM Hd=512's 2048 x 512 W_hh (vs 0.24 here) and 2.4 ms for the speech
+# shape's 4000 x 1000 (vs 1.3; a plain copy: 0.1 / 1.0 ms), 2 threads, AVX-512 EPYC, NR = 48.
+# (On AVX2, NR = 24, groups of 8 panels per item had cut the per-panel items' 5.4 ms to 1.0.)
+COL_PACK_ROWS = 64
 
 
 @njit(parallel=True, **_JIT)
@@ -188,12 +188,10 @@ def pack_col_panels(w, out):
     ``out[(p*K + k)*NR + j] = w[k, p*NR + j]`` (0 past C). Used for ``dg @ W_hh``."""
     K, C = w.shape
     P = (C + NR - 1) // NR
-    for item in prange((P + COL_PACK_GROUP - 1) // COL_PACK_GROUP):
-        p0 = item * COL_PACK_GROUP
-        p1 = min(P, p0 + COL_PACK_GROUP)
-        for k in range(K):
+    for item in prange((K + COL_PACK_ROWS - 1) // COL_PACK_ROWS):
+        for k in range(item * COL_PACK_ROWS, min(K, (item + 1) * COL_PACK_ROWS)):
             row = w[k]
-            for p in range(p0, p1):
+            for p in range(P):
                 o = (p * K + k) * NR
                 c0 = p * NR
                 if c0 + NR <= C:                # constant-length copies: LLVM vectorises

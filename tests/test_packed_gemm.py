@@ -67,8 +67,10 @@ def test_row_panels_layout_and_padding():
                 np.testing.assert_array_equal(out[g, p, :, j], want)
 
 
-def test_col_panels_layout_and_padding():
-    K, C = 7, 50
+@pytest.mark.parametrize("K,C", [(7, 50), (pg.COL_PACK_ROWS * 2 + 3, 2 * NR), (1, 5)])
+def test_col_panels_layout_and_padding(K, C):
+    """Every entry written once (NaN-filled output), zero past C; K past several row blocks
+    with a partial last one; C a whole number of panels or a partial last panel."""
     w = np.arange(K * C, dtype=np.float32).reshape(K, C) + 1
     P = -(-C // NR)
     out = pg.pack_col_panels(w, np.full(P * K * NR, np.nan, np.float32)).reshape(P, K, NR)
