@@ -1808,8 +1808,10 @@ GEMV_MAX_N = 1
 # interleaved, v7 -> rows): LSTM T=38 N=16 Hd=64 1.97 -> 1.47 ms, T=6 N=32 Hd=128 1.56 ->
 # 1.32, N=8 0.61 -> 0.56, T=6 N=32 Hd=256 8.1 -> 6.8, T=25 N=16 Hd=256 13.2 -> 11.2; ReLU
 # RNN T=12 N=32 Hd=440 8.6 -> 7.9; W_hh past L2: tanh RNN T=100 N=16 Hd=1000 (4 MB) 127 ->
-# 117; speech LSTM (16 MB) N=16 300 vs 292, N=8 153 vs 157 (a tie: left on the unit split)
-ROW_SPLIT_L2_BYTES = 1 << 20
+# 117; speech LSTM (16 MB) N=16 300 vs 292, N=8 153 vs 157 (a tie: left on the unit split).
+# One tile per thread past L2 (1 MB here): LSTM Hd=256 (1.18 MB) T=6 / T=25 N=8 1.05x / 1.18x,
+# GRU Hd=384 (1.77 MB) T=47 N=8 0.94x: the bound sits between them
+ROW_SPLIT_L2_BYTES = 3 << 19
 ROW_SPLIT_MAX_WHH_BYTES = 8 << 20
 
 

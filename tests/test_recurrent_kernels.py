@@ -544,7 +544,8 @@ def test_v8_splits_by_sentences_where_w_hh_is_small_and_tiles_share_evenly(monke
     assert not split(7, 16, 4, 64) and not split(6, 16, 4, 64)  # v6 / v7: unit split
     assert not split(8, 4, 4, 64)                               # one tile for two threads
     assert not split(8, 12, 4, 64) and split(8, 36, 4, 64)      # 3 tiles: 2 + 1; 9: 5 + 4
-    assert not split(8, 8, 4, 256) and split(8, 16, 4, 256)     # 1.2 MB: needs 2 tiles each
+    assert split(8, 8, 4, 256)                                  # 1.2 MB: within the L2 bound
+    assert not split(8, 8, 3, 384) and split(8, 16, 3, 384)     # 1.8 MB: needs 2 tiles each
     assert not split(8, 64, 4, 1000)                            # 16 MB: past the bound
     monkeypatch.setattr(recurrent, "V6_THREADS", 1)
     assert split(8, 2, 4, 64)                                   # one thread: one region
