@@ -951,7 +951,7 @@ if _HAVE_NUMBA:
         hidden-unit panels for every sentence (W_hh split between the threads' caches).
         ``rows`` True (v8): thread ``th`` owns a range of MR-sentence tiles for every unit
         and runs all T steps of its sentences in ONE parallel region, no barrier per step
-        (each thread reads all of W_hh: for W_hh that fits a core's L2)."""
+        (each thread reads all of W_hh at every step: where that pays, see _row_split)."""
         T, N, GHd = xg.shape
         Hd = h.shape[1]
         P = (Hd + NR - 1) // NR
