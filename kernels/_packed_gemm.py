@@ -26,6 +26,12 @@ LLVM lowers the same IR on any target (SSE: two 4-wide halves; NEON likewise), o
 NR is fixed per process, at import: numba's cache keys on the target CPU and its features,
 so a cache built for one width is not loaded for the other.
 
+Two more kernels from the same parts serve conv2d's direct path (numba v7, few input channels):
+``mk_tile_gather`` is the tile with B's row k read at ``b_off + taps[k]`` (shifted rows of a
+padded input plane, no packing), and ``dot_tile`` a DOT_MI x DOT_NJ tile of dot products whose
+reduction runs along the vector lanes (the weight gradient: rows of dout against shifted input
+rows; the caller sums the lanes once at the end).
+
 Packed layouts (float32, C-contiguous, flat offsets given to the kernel):
 
 * A panel q (rows ``q*MR .. q*MR+MR-1`` of an (M, K) matrix): ``a[k*MR + r]``; rows past M are 0.
@@ -61,78 +67,171 @@ NR = 3 * _VW    # columns of the C tile (B panel width): 3 vectors (24 with AVX2
 _JIT = dict(cache=True, error_model="numpy")
 
 
-def _make_tile_kernel(prefetch, accumulate, MR=MR, NR=NR, _VW=_VW):
+def _offsets_type(t) -> bool:
+    """An offset table: a 1-D C-contiguous int64 array, read-only or not."""
+    return (isinstance(t, types.Array) and t.dtype == types.int64 and t.ndim == 1
+            and t.layout == "C")
+
+
+def _make_tile_kernel(prefetch, accumulate, MR=MR, NR=NR, _VW=_VW, gather=False):
     """The micro-kernel intrinsic; ``prefetch`` (floats ahead, 0: none) adds software
     prefetches of the B panel per step of k, one per 64-byte line; ``accumulate`` adds the tile
     to C (for blocking over k) instead of overwriting it. MR x NR tile of ``_VW``-lane vectors
-    (the module's by default; tests build the other width)."""
+    (the module's by default; tests build the other width). ``gather``: B is not packed; row k
+    of the tile's B is ``b[b_off + taps[k] : ... + NR]`` for an int64 offset table ``taps``
+    (an extra argument after ``b_off``): a direct convolution's shifted input rows."""
 
-    @intrinsic
-    def kernel(typingctx, a, a_off, b, b_off, c, c_off, ldc, K):
+    def typer(a, b, c, taps=None):
         arr = types.Array(types.float32, 1, "C")
         if not (a == arr and b == arr and c == arr):
             return None
-        sig = types.void(a, types.intp, b, types.intp, c, types.intp, types.intp, types.intp)
+        if gather and not _offsets_type(taps):
+            return None
+        lead = (a, types.intp, b, types.intp) + ((taps,) if gather else ())
+        return types.void(*lead, c, types.intp, types.intp, types.intp)
 
-        def codegen(context, builder, sig, args):
+    def _finish(sig):
+        return None if sig is None else (sig, codegen)
+
+    def codegen(context, builder, sig, args):
+        if gather:
+            a_arr, a_o, b_arr, b_o, taps_arr, c_arr, c_o, ldc_v, k_n = args
+            taps_p = context.make_array(sig.args[4])(context, builder, taps_arr).data
+        else:
             a_arr, a_o, b_arr, b_o, c_arr, c_o, ldc_v, k_n = args
-            vec = ir.VectorType(ir.FloatType(), _VW)
-            vptr = vec.as_pointer()
-            intp = k_n.type
-            i32 = ir.IntType(32)
-            i8p = ir.IntType(8).as_pointer()
+        ci = 5 if gather else 4
+        vec = ir.VectorType(ir.FloatType(), _VW)
+        vptr = vec.as_pointer()
+        intp = k_n.type
+        i32 = ir.IntType(32)
+        i8p = ir.IntType(8).as_pointer()
 
-            def base(i, off):
-                data = context.make_array(sig.args[i])(context, builder, args[i]).data
-                return builder.gep(data, [off])
+        def base(i, off):
+            data = context.make_array(sig.args[i])(context, builder, args[i]).data
+            return builder.gep(data, [off])
 
-            def const(v):
-                return ir.Constant(intp, v)
+        def const(v):
+            return ir.Constant(intp, v)
 
-            a_p, b_p, c_p = base(0, a_o), base(2, b_o), base(4, c_o)
-            nv = NR // _VW
-            zero = ir.Constant(vec, [0.0] * _VW)
+        a_p, b_p, c_p = base(0, a_o), base(2, b_o), base(ci, c_o)
+        nv = NR // _VW
+        zero = ir.Constant(vec, [0.0] * _VW)
 
-            def c_vec(r, v):
-                cr = builder.gep(c_p, [builder.mul(const(r), ldc_v)])
-                return builder.bitcast(builder.gep(cr, [const(v * _VW)]), vptr)
+        def c_vec(r, v):
+            cr = builder.gep(c_p, [builder.mul(const(r), ldc_v)])
+            return builder.bitcast(builder.gep(cr, [const(v * _VW)]), vptr)
 
-            # stack slots for the accumulators: SROA / mem2reg turn them into registers
-            acc = [[cgutils.alloca_once_value(
-                builder, builder.load(c_vec(r, v), align=4) if accumulate else zero)
-                for v in range(nv)] for r in range(MR)]
-            fma = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vec, [vec] * 3), f"llvm.fma.v{_VW}f32")
-            pf = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
-                "llvm.prefetch.p0i8")
-            undef = ir.Constant(vec, ir.Undefined)
-            splat = ir.Constant(ir.VectorType(i32, _VW), [0] * _VW)
-            with cgutils.for_range(builder, k_n) as loop:
+        # stack slots for the accumulators: SROA / mem2reg turn them into registers
+        acc = [[cgutils.alloca_once_value(
+            builder, builder.load(c_vec(r, v), align=4) if accumulate else zero)
+            for v in range(nv)] for r in range(MR)]
+        fma = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vec, [vec] * 3), f"llvm.fma.v{_VW}f32")
+        pf = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+            "llvm.prefetch.p0i8")
+        undef = ir.Constant(vec, ir.Undefined)
+        splat = ir.Constant(ir.VectorType(i32, _VW), [0] * _VW)
+        with cgutils.for_range(builder, k_n) as loop:
+            if gather:
+                bk = builder.gep(b_p, [builder.load(builder.gep(taps_p, [loop.index]))])
+            else:
                 bk = builder.gep(b_p, [builder.mul(loop.index, const(NR))])
-                if prefetch:   # read, keep in all cache levels, data; one per line of B's row
-                    for off in range(prefetch, prefetch + NR, 16):
-                        addr = builder.bitcast(builder.gep(bk, [const(off)]), i8p)
-                        builder.call(pf, [addr, ir.Constant(i32, 0), ir.Constant(i32, 3),
-                                          ir.Constant(i32, 1)])
-                bv = [builder.load(builder.bitcast(builder.gep(bk, [const(v * _VW)]), vptr),
-                                   align=4) for v in range(nv)]
-                ak = builder.gep(a_p, [builder.mul(loop.index, const(MR))])
-                for r in range(MR):
-                    s = builder.load(builder.gep(ak, [const(r)]))
-                    sv = builder.shuffle_vector(
-                        builder.insert_element(undef, s, ir.Constant(i32, 0)), undef, splat)
-                    for v in range(nv):
-                        builder.store(builder.call(fma, [sv, bv[v], builder.load(acc[r][v])]),
-                                      acc[r][v])
+            if prefetch:   # read, keep in all cache levels, data; one per line of B's row
+                for off in range(prefetch, prefetch + NR, 16):
+                    addr = builder.bitcast(builder.gep(bk, [const(off)]), i8p)
+                    builder.call(pf, [addr, ir.Constant(i32, 0), ir.Constant(i32, 3),
+                                      ir.Constant(i32, 1)])
+            bv = [builder.load(builder.bitcast(builder.gep(bk, [const(v * _VW)]), vptr),
+                               align=4) for v in range(nv)]
+            ak = builder.gep(a_p, [builder.mul(loop.index, const(MR))])
             for r in range(MR):
+                s = builder.load(builder.gep(ak, [const(r)]))
+                sv = builder.shuffle_vector(
+                    builder.insert_element(undef, s, ir.Constant(i32, 0)), undef, splat)
                 for v in range(nv):
-                    builder.store(builder.load(acc[r][v]), c_vec(r, v), align=4)
-            return context.get_dummy_value()
+                    builder.store(builder.call(fma, [sv, bv[v], builder.load(acc[r][v])]),
+                                  acc[r][v])
+        for r in range(MR):
+            for v in range(nv):
+                builder.store(builder.load(acc[r][v]), c_vec(r, v), align=4)
+        return context.get_dummy_value()
 
-        return sig, codegen
+    if gather:
+        @intrinsic
+        def kernel(typingctx, a, a_off, b, b_off, taps, c, c_off, ldc, K):
+            return _finish(typer(a, b, c, taps))
+    else:
+        @intrinsic
+        def kernel(typingctx, a, a_off, b, b_off, c, c_off, ldc, K):
+            return _finish(typer(a, b, c))
+    return kernel
+
+
+def _make_dot_tile_kernel(MI, NJ, _VW=_VW):
+    """An MI x NJ tile of dot products whose reduction runs along the vector lanes:
+    ``acc[o_off + i*ldo + j*VW + l] += sum_m d[d_off + i*ldd + m*VW + l] *
+    b[b_off + taps[t_off + j] + m*VW + l]`` for ``m < F // VW``; MI*NJ vector accumulators,
+    MI + NJ vector loads per MI*NJ FMAs. The caller sums the ``VW`` lanes at the end, so no
+    horizontal add runs per call. ``F`` must be a multiple of ``VW``. For a direct
+    convolution's weight gradient: rows of dout against shifted rows of the input."""
+    arr = types.Array(types.float32, 1, "C")
+
+    def codegen(context, builder, sig, args):
+        d_arr, d_o, ldd, b_arr, b_o, taps_arr, t_o, acc_arr, o_o, ldo, f_n = args
+        vec = ir.VectorType(ir.FloatType(), _VW)
+        vptr = vec.as_pointer()
+        intp = f_n.type
+
+        def data(i):
+            return context.make_array(sig.args[i])(context, builder, args[i]).data
+
+        def const(v):
+            return ir.Constant(intp, v)
+
+        d_p = builder.gep(data(0), [d_o])
+        b_p = builder.gep(data(3), [b_o])
+        taps_p = builder.gep(data(5), [t_o])
+        o_p = builder.gep(data(7), [o_o])
+        d_rows = [builder.gep(d_p, [builder.mul(const(i), ldd)]) for i in range(MI)]
+        b_rows = [builder.gep(b_p, [builder.load(builder.gep(taps_p, [const(j)]))])
+                  for j in range(NJ)]
+        slots = [[builder.bitcast(builder.gep(o_p, [builder.add(builder.mul(const(i), ldo),
+                                                                const(j * _VW))]), vptr)
+                  for j in range(NJ)] for i in range(MI)]
+        acc = [[cgutils.alloca_once_value(builder, builder.load(slots[i][j], align=4))
+                for j in range(NJ)] for i in range(MI)]
+        fma = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vec, [vec] * 3), f"llvm.fma.v{_VW}f32")
+        with cgutils.for_range(builder, builder.sdiv(f_n, const(_VW))) as loop:
+            off = builder.mul(loop.index, const(_VW))
+            dv = [builder.load(builder.bitcast(builder.gep(r, [off]), vptr), align=4)
+                  for r in d_rows]
+            bv = [builder.load(builder.bitcast(builder.gep(r, [off]), vptr), align=4)
+                  for r in b_rows]
+            for i in range(MI):
+                for j in range(NJ):
+                    builder.store(builder.call(fma, [dv[i], bv[j], builder.load(acc[i][j])]),
+                                  acc[i][j])
+        for i in range(MI):
+            for j in range(NJ):
+                builder.store(builder.load(acc[i][j]), slots[i][j], align=4)
+        return context.get_dummy_value()
+
+    @intrinsic
+    def kernel(typingctx, d, d_off, ldd, b, b_off, taps, t_off, acc, o_off, ldo, F):
+        if not (d == arr and b == arr and acc == arr and _offsets_type(taps)):
+            return None
+        ip = types.intp
+        return types.void(d, ip, ip, b, ip, taps, ip, acc, ip, ip, ip), codegen
 
     return kernel
+
+
+DOT_MI, DOT_NJ = 4, 4       # 16 vector accumulators, 8 loads per 16 FMAs
+dot_tile = _make_dot_tile_kernel(DOT_MI, DOT_NJ)
+# direct convolution's forward: the micro-kernel with B rows gathered at tap offsets
+mk_tile_gather = _make_tile_kernel(0, False, gather=True)
 
 
 mk_tile = _make_tile_kernel(0, False)

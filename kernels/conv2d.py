@@ -70,7 +70,19 @@ numba v6  v5 with the batched-im2col path (few output pixels, e.g. VGG's 7x7 lay
           in the calling thread (0.95 ms of a 4 ms forward). ``seqgrid compare`` (fwd+bwd,
           2-core AVX-512 EPYC, scaled DeepBench): that layer at N=4 11.0 -> 9.8 ms, 0.67 ->
           0.75x PyTorch (oneDNN runs it at 95% of the sgemm peak: at that shape im2col's
-          GEMMs leave no room to catch up); N=2 a tie. The numba default.
+          GEMMs leave no room to catch up); N=2 a tie. The numba default until v7.
+numba v7  v6 with a direct convolution for float32 stride-1 layers with few input channels
+          (:func:`direct_applies`: C*R*S <= 288, any padding and dilation, not 1x1 unpadded),
+          forward and weight gradient; backward-data as v6. Every image plane is padded to
+          rows of Wp = W + 2 pw and flattened, so output position f = p*Wp + q reads input
+          f + r*dh*Wp + s*dw for tap (r, s): 48 consecutive outputs of one tap read 48
+          consecutive inputs (the q >= Q junk positions are computed and dropped). Forward:
+          the packed micro-kernel (``kernels/_packed_gemm.py``) with 4 output channels' weights
+          as its A panel and its B rows gathered from the padded input at per-tap offsets, no
+          im2col matrix; weight gradient: ``dot_tile``, 4 channels x 4 taps of dot products
+          along the vector lanes over dout in the same flat layout. VGG's 3 -> 64 layer at 56x56,
+          N=2 (2-core AVX-512 EPYC): forward 0.50 -> 0.19 ms, weight gradient 0.42 -> 0.22 ms
+          (PyTorch 0.22 / 0.25). The numba default.
 cuda v1   (kernels/cuda/conv2d.cu, on "cuda" and "cuda-emu") direct: one thread per
           output element (forward) / per input element gathering over the taps (k,r,s)
           that reach it (backward-data, no atomics); backward-weight one block per
@@ -100,6 +112,7 @@ Helpers used by every version: :func:`conv2d_output_shape` and :func:`check_conv
 # N batch, C in-ch, K out-ch, H W in, P Q out, R S filter
 from __future__ import annotations
 
+import functools
 import threading
 from typing import NamedTuple
 
@@ -110,6 +123,10 @@ from numba import njit, prange
 from . import registry
 from ._checks import check_float_array, check_shape, pair
 from ._pool_blas import SingleThreadedBLAS as _SingleThreadedBLAS
+from ._packed_gemm import DOT_MI, DOT_NJ, dot_tile, mk_tile_gather
+from ._packed_gemm import MR as _MR
+from ._packed_gemm import NR as _NR
+from ._packed_gemm import _VW
 from ._pool_blas import pool_matmul, pool_matmul_nt_accumulate, pool_matmul_tn
 from .cuda.common import THREADS as CUDA_THREADS
 from .cuda.common import blocks_for, ctype, device_xp, register_cuda
@@ -117,7 +134,7 @@ from .cuda.loader import load_module
 
 __all__ = ["conv2d_output_shape", "check_conv2d", "ConvGeometry", "winograd_applies",
            "pointwise_applies", "batched_im2col_applies",
-           "free_winograd_workspace"]
+           "direct_applies", "free_conv2d_workspace", "free_winograd_workspace"]
 
 
 # ----------------------------------------------------------------------------
@@ -382,17 +399,26 @@ def _backward_weight_direct(dw_acc, dout, x, sh, sw, ph, pw, dh, dw):
                 dw_acc[k, c, r, s] += acc
 
 
+# fastmath "reassoc" only (on the callers, where _bias_grad is inlined): lets LLVM split the
+# float64 sum into vector lanes. One running sum is a chain of dependent adds, about 4 cycles
+# each: VGG's 64 x 56 x 56 dbias at N=2 took 0.17 ms, as long as that layer's weight gradient.
+_SUM_FASTMATH = {"reassoc"}
+
+
 @njit(cache=True, inline="always")
 def _bias_grad(dout, k):
+    N, K, P, Q = dout.shape
+    PQ = P * Q
+    flat = dout.reshape(N * K * PQ)          # (callers pass C-contiguous dout)
     acc = 0.0
-    for n in range(dout.shape[0]):
-        for p in range(dout.shape[2]):
-            for q in range(dout.shape[3]):
-                acc += dout[n, k, p, q]
+    for n in range(N):
+        plane = flat[(n * K + k) * PQ: (n * K + k + 1) * PQ]
+        for i in range(PQ):
+            acc += plane[i]
     return acc
 
 
-@njit(parallel=True, fastmath=False, cache=True)
+@njit(parallel=True, fastmath=_SUM_FASTMATH, cache=True)
 def _backward_bias(db_acc, dout):
     for k in prange(dout.shape[1]):
         db_acc[k] += _bias_grad(dout, k)
@@ -403,7 +429,7 @@ def _backward_bias(db_acc, dout):
 # spinning, holds (the deepspeech conv1 backward-weight at N=1: 8.0 ms against 0.47 ms).
 # (Its own function: numba's cache would hand a py_func re-wrapped without parallel=True the
 # parallel version cached under the same name and line.)
-@njit(fastmath=False, cache=True)
+@njit(fastmath=_SUM_FASTMATH, cache=True)
 def _backward_bias_serial(db_acc, dout):
     for k in range(dout.shape[1]):
         db_acc[k] += _bias_grad(dout, k)
@@ -1223,16 +1249,17 @@ def _wino_constants(dtype):
     return (t(0.5), t(2), t(4), t(5), t(8))
 
 
-_WINO_WORKSPACE = threading.local()
+_WORKSPACE = threading.local()
 
 
-def _wino_workspace(name: str, shape, dtype):
+def _workspace(name: str, shape, dtype):
     """An uninitialised ``shape`` array over a buffer kept between calls (per Python thread,
     name and dtype; grown when too small): fresh multi-MB buffers page-fault on their first
-    touch, which measured 3-5 ms per call on AlexNet conv4. Per dtype it holds about
+    touch, which measured 3-5 ms per call on AlexNet conv4. Per dtype Winograd holds about
     _WINO_CHUNK_BYTES (more when one image needs more) plus 2-3 x a*a*K*C of the largest
-    layer; :func:`free_winograd_workspace` lets it go."""
-    bufs = _WINO_WORKSPACE.__dict__.setdefault("bufs", {})
+    layer, the direct path (v7) about the padded input and dout of the largest layer;
+    :func:`free_conv2d_workspace` lets it go."""
+    bufs = _WORKSPACE.__dict__.setdefault("bufs", {})
     key, n = (name, np.dtype(dtype)), int(np.prod(shape))
     buf = bufs.get(key)
     if buf is None or buf.size < n:
@@ -1240,9 +1267,13 @@ def _wino_workspace(name: str, shape, dtype):
     return buf[:n].reshape(shape)
 
 
-def free_winograd_workspace() -> None:
-    """Drop the calling thread's numba v4 (Winograd) scratch buffers."""
-    _WINO_WORKSPACE.__dict__.pop("bufs", None)
+def free_conv2d_workspace() -> None:
+    """Drop the calling thread's numba conv2d scratch buffers (Winograd from v4, the direct
+    path of v7); the next call allocates them again."""
+    _WORKSPACE.__dict__.pop("bufs", None)
+
+
+free_winograd_workspace = free_conv2d_workspace    # its name before v7
 
 
 def _wino_chunks(plan: _WinoPlan, N: int, rows_a: int, rows_b: int, dtype):
@@ -1251,21 +1282,21 @@ def _wino_chunks(plan: _WinoPlan, N: int, rows_a: int, rows_b: int, dtype):
     per = plan.TP * plan.TQ
     for n0 in range(0, N, plan.nb):
         t = min(plan.nb, N - n0) * per
-        yield (n0, _wino_workspace("a", (plan.XI, rows_a, t), dtype),
-               _wino_workspace("b", (plan.XI, rows_b, t), dtype))
+        yield (n0, _workspace("a", (plan.XI, rows_a, t), dtype),
+               _workspace("b", (plan.XI, rows_b, t), dtype))
 
 
 def _wino_scratch(plan: _WinoPlan, g: ConvGeometry, dtype):
     """Per numba thread: a zero-padded plane (m TP + R - 1, m TQ + R - 1) and a tile-major
     scratch (a chunk's tiles or the channels, a*a)."""
     T, m = _threads(), plan.m
-    return (_wino_workspace("pads", (T, m * plan.TP + g.R - 1, m * plan.TQ + g.R - 1), dtype),
-            _wino_workspace("locs", (T, max(plan.nb * plan.TP * plan.TQ, g.C, g.K), plan.XI),
+    return (_workspace("pads", (T, m * plan.TP + g.R - 1, m * plan.TQ + g.R - 1), dtype),
+            _workspace("locs", (T, max(plan.nb * plan.TP * plan.TQ, g.C, g.K), plan.XI),
                             dtype))
 
 
 def _wino_weights_of(weight, g: ConvGeometry, plan: _WinoPlan, locs, k):
-    U = _wino_workspace("U", (plan.XI, g.K, g.C), weight.dtype)
+    U = _workspace("U", (plan.XI, g.K, g.C), weight.dtype)
     _wino_weights(weight, U, plan.m, locs, k)
     return U
 
@@ -1426,11 +1457,219 @@ def _batched_weight_grad(dw_acc, dout, x, g: ConvGeometry, pool=False):
         dw2 += _batched_dout(dout, g) @ _batched_col(x, g).T
 
 
-def _shaped_forward(x, weight, bias, stride, padding, dilation, tile3, pool=False):
-    """One GEMM over all images where :func:`batched_im2col_applies`, Winograd where
-    :func:`winograd_applies`, a GEMM per image where :func:`pointwise_applies`, else v3."""
+# ---- few input channels, stride 1: a direct convolution on the flattened padded input ----
+# With C*R*S small (a network's first layer: 3 -> 64 channels at 56x56 has C*R*S = 27) im2col's
+# GEMMs are skinny (K=27 deep) and its gather writes 9x the input: numba v6 ran VGG's 3 -> 64
+# 3x3 layer at N=2 at 44 GFLOP/s forward and 35 backward-weight, PyTorch (oneDNN) at 95-107.
+# Pad each image plane into a row of width Wp = W + 2 pw and flatten it: output position
+# f = p*Wp + q reads input f + r*dh*Wp + s*dw for tap (r, s), so for a fixed tap, 48
+# consecutive outputs (junk at q >= Q included, dropped on the way out) read 48 consecutive
+# inputs. The forward is then the packed micro-kernel with its B rows gathered at per-tap
+# offsets (no im2col matrix): out (K, F) = W (K, C*R*S) @ X~ (C*R*S, F), 4 output channels x
+# 48 positions per tile. The weight gradient dW (K, C*R*S) = dout (K, F) @ X~^T reduces over
+# the F positions, which run along the vector lanes (``dot_tile``: 4 channels x 4 taps per
+# tile) of dout stored in the same flat layout (zeros at the junk positions). Both stream the
+# input from L1/L2, so they reach the micro-kernel's speed on layers im2col serves worst.
+# float32 only (the micro-kernels are); backward-data keeps v6's path (already 2x PyTorch).
+_DIRECT_MAX_TAPS = 288            # C*R*S: up to 32 channels of 3x3 (32 -> 32 at 56x56: v6's
+                                  # Winograd 1.07 ms forward, direct 0.71, PyTorch 0.71)
+_DIRECT_BLOCK_TILES = 4           # forward: tiles of NR positions per output block
+_DIRECT_WGRAD_BLOCKS = 4          # weight gradient: output blocks per work item (along F)
+_DIRECT_WGRAD_KTILES = 8          # weight gradient: DOT_MI-channel tiles per work item
+
+
+def direct_applies(g: ConvGeometry, dtype) -> bool:
+    """Whether numba v7 runs the direct convolution (forward and weight gradient): float32,
+    stride 1 (any padding and dilation), C*R*S <= _DIRECT_MAX_TAPS, not 1x1 unpadded
+    (:func:`pointwise_applies`: x is already its own im2col matrix there)."""
+    return (np.dtype(dtype) == np.float32 and g.sh == g.sw == 1
+            and g.C * g.R * g.S <= _DIRECT_MAX_TAPS and not pointwise_applies(g))
+
+
+class _DirectPlan(NamedTuple):
+    Wp: int          # padded row width: flat output position f = p*Wp + q
+    F: int           # flat positions per image, P*Wp rounded up to whole output blocks
+    cs: int          # floats per padded input plane (room for the last block's reads)
+    block: int       # forward output block: _DIRECT_BLOCK_TILES * NR positions
+    taps: np.ndarray  # int64, offset of tap (c, r, s) from output position 0 (C*R*S of them,
+                      # then 0s up to whole DOT_NJ groups for the weight gradient); read-only
+
+
+@functools.lru_cache(maxsize=64)
+def _direct_plan(g: ConvGeometry) -> _DirectPlan:
+    Wp = g.W + 2 * g.pw
+    block = _DIRECT_BLOCK_TILES * _NR
+    F = -(-g.P * Wp // block) * block
+    cs = -(-((g.R - 1) * g.dh * Wp + (g.S - 1) * g.dw + F) // _VW) * _VW
+    CRS = g.C * g.R * g.S
+    taps = np.zeros(-(-CRS // DOT_NJ) * DOT_NJ, np.int64)
+    c, r, s = np.meshgrid(np.arange(g.C), np.arange(g.R), np.arange(g.S), indexing="ij")
+    taps[:CRS] = (c * cs + r * (g.dh * Wp) + s * g.dw).ravel()
+    taps.flags.writeable = False
+    return _DirectPlan(Wp, F, cs, block, taps)
+
+
+@njit(parallel=True, cache=True)
+def _direct_pad(x, xp, ph, pw, Wp, cs):
+    """xp[(n*C + c)*cs + (ph + i)*Wp + pw + j] = x[n, c, i, j], zeros around."""
+    N, C, H, W = x.shape
+    for item in prange(N * C):
+        n = item // C
+        plane = xp[item * cs: (item + 1) * cs]    # views: indices from 0 vectorise (an
+        for i in range(cs):                       # offset index keeps its negative-index
+            plane[i] = 0.0                        # check and runs scalar, 5x slower)
+        for i in range(H):
+            row = plane[(ph + i) * Wp + pw: (ph + i) * Wp + pw + W]
+            src = x[n, item - n * C, i]
+            for j in range(W):
+                row[j] = src[j]
+
+
+@njit(parallel=True, cache=True)
+def _direct_pack_weights(w2, wpk):
+    """wpk[(kp*CRS + i)*MR + r] = w2[kp*MR + r, i]: MR-channel A panels (zeros past K)."""
+    K, CRS = w2.shape
+    for kp in prange((K + _MR - 1) // _MR):
+        for i in range(CRS):
+            for r in range(_MR):
+                k = kp * _MR + r
+                wpk[(kp * CRS + i) * _MR + r] = w2[k, i] if k < K else 0.0
+
+
+@njit(parallel=True, cache=True)
+def _direct_forward_tiles(xp, wpk, taps, CRS, b, out, ybuf, cs, Wp, F, block):
+    """One work item per (image, MR-channel panel): every output block's tiles into thread
+    t's ``ybuf[t]`` (MR * block), then the valid positions (q < Q) plus bias into out.
+    (numba.get_num_threads() inside would keep this function out of numba's cache.)"""
+    N, K, P, Q = out.shape
+    C = xp.shape[0] // (N * cs)
+    KP = (K + _MR - 1) // _MR
+    flat = out.reshape(N * K * P * Q)
+    for item in prange(N * KP):
+        n = item // KP
+        kp = item - n * KP
+        y = ybuf[numba.get_thread_id()]
+        for f0 in range(0, F, block):
+            for t in range(0, block, _NR):
+                mk_tile_gather(wpk, kp * CRS * _MR, xp, n * C * cs + f0 + t, taps, y, t,
+                               block, CRS)
+            pa, pb = f0 // Wp, min(P, (f0 + block - 1) // Wp + 1)
+            for r in range(min(_MR, K - kp * _MR)):
+                k = kp * _MR + r
+                bk = b[k]
+                for p in range(pa, pb):
+                    qa, qb = max(0, f0 - p * Wp), min(Q, f0 + block - p * Wp)
+                    dst = flat[((n * K + k) * P + p) * Q + qa: ((n * K + k) * P + p) * Q + qb]
+                    src = y[r * block - f0 + p * Wp + qa: r * block - f0 + p * Wp + qb]
+                    for j in range(qb - qa):
+                        dst[j] = src[j] + bk
+
+
+@njit(parallel=True, cache=True)
+def _direct_flat_dout(dout, dflat, Kp, Wp, F):
+    """dflat[(n*Kp + k)*F + p*Wp + q] = dout[n, k, p, q]; zeros at q >= Q, past P*Wp and for
+    the channels K..Kp-1 (padding to whole DOT_MI tiles)."""
+    N, K, P, Q = dout.shape
+    for item in prange(N * Kp):
+        n = item // Kp
+        k = item - n * Kp
+        d = dflat[item * F: (item + 1) * F]
+        rest = 0
+        if k < K:
+            for p in range(P):
+                src, dst = dout[n, k, p], d[p * Wp: (p + 1) * Wp]
+                for q in range(Q):
+                    dst[q] = src[q]
+                for q in range(Q, Wp):
+                    dst[q] = 0.0
+            rest = P * Wp
+        tail = d[rest:]
+        for i in range(tail.shape[0]):
+            tail[i] = 0.0
+
+
+@njit(parallel=True, cache=True)
+def _direct_weight_tiles(xp, dflat, taps, acc, Kp, cs, F, chunk, ktiles):
+    """acc[t, (k*CRSp + i)*VW + l] += lane l of thread t's dot products of dout row k with
+    the input shifted by tap i; work items of (image, ``chunk`` positions, ``ktiles``
+    DOT_MI-channel tiles). ``taps`` is padded to whole DOT_NJ groups (its extra offsets read
+    valid memory; their sums are never used)."""
+    N = dflat.shape[0] // (Kp * F)
+    C = xp.shape[0] // (N * cs)
+    CRSp = taps.shape[0]
+    KT = Kp // DOT_MI
+    nch, nkg = (F + chunk - 1) // chunk, (KT + ktiles - 1) // ktiles
+    for item in prange(N * nch * nkg):
+        n = item // (nch * nkg)
+        rem = item - n * nch * nkg
+        ci = rem // nkg
+        f0 = ci * chunk
+        m = min(chunk, F - f0)
+        a = acc[numba.get_thread_id()]
+        for kt in range((rem - ci * nkg) * ktiles, min(KT, (rem - ci * nkg + 1) * ktiles)):
+            for jt in range(0, CRSp, DOT_NJ):
+                dot_tile(dflat, (n * Kp + kt * DOT_MI) * F + f0, F, xp, n * C * cs + f0,
+                         taps, jt, a, (kt * DOT_MI * CRSp + jt) * _VW, CRSp * _VW, m)
+
+
+@njit(parallel=True, cache=True, fastmath=_SUM_FASTMATH)
+def _direct_weight_reduce(dw_acc, acc):
+    """dw_acc[k, c, r, s] += the sum over threads and lanes of acc's (k, c*R*S + r*S + s)."""
+    K = dw_acc.shape[0]
+    CRS = dw_acc.shape[1] * dw_acc.shape[2] * dw_acc.shape[3]
+    dw2 = dw_acc.reshape(K, CRS)
+    T = acc.shape[0]
+    CRSp = acc.shape[1] // (_VW * ((K + DOT_MI - 1) // DOT_MI * DOT_MI))
+    for k in prange(K):
+        for i in range(CRS):
+            o = (k * CRSp + i) * _VW
+            s = np.float32(0.0)
+            for t in range(T):
+                lanes = acc[t, o: o + _VW]
+                for j in range(_VW):
+                    s += lanes[j]
+            dw2[k, i] += s
+
+
+def _direct_input(x, g: ConvGeometry, plan: _DirectPlan):
+    xp = _workspace("direct_x", (g.N * g.C * plan.cs,), np.float32)
+    _direct_pad(x, xp, g.ph, g.pw, plan.Wp, plan.cs)
+    return xp
+
+
+def _direct_forward(x, weight, b, g: ConvGeometry):
+    plan = _direct_plan(g)
+    CRS = g.C * g.R * g.S
+    wpk = _workspace("direct_w", (-(-g.K // _MR) * CRS * _MR,), np.float32)
+    _direct_pack_weights(weight.reshape(g.K, CRS), wpk)
+    out = np.empty((g.N, g.K, g.P, g.Q), np.float32)
+    ybuf = _workspace("direct_y", (_threads(), _MR * plan.block), np.float32)
+    _direct_forward_tiles(_direct_input(x, g, plan), wpk, plan.taps, CRS, b, out, ybuf,
+                          plan.cs, plan.Wp, plan.F, plan.block)
+    return out
+
+
+def _direct_weight_grad(dw_acc, dout, x, g: ConvGeometry):
+    plan = _direct_plan(g)
+    Kp = -(-g.K // DOT_MI) * DOT_MI
+    dflat = _workspace("direct_dout", (g.N * Kp * plan.F,), np.float32)
+    _direct_flat_dout(dout, dflat, Kp, plan.Wp, plan.F)
+    acc = _workspace("direct_acc", (_threads(), Kp * plan.taps.size * _VW), np.float32)
+    acc[...] = 0.0
+    _direct_weight_tiles(_direct_input(x, g, plan), dflat, plan.taps, acc, Kp, plan.cs,
+                         plan.F, _DIRECT_WGRAD_BLOCKS * plan.block, _DIRECT_WGRAD_KTILES)
+    _direct_weight_reduce(dw_acc, acc)
+
+
+def _shaped_forward(x, weight, bias, stride, padding, dilation, tile3, pool=False,
+                    direct=False):
+    """The direct convolution where ``direct`` (v7) and :func:`direct_applies`, one GEMM over
+    all images where :func:`batched_im2col_applies`, Winograd where :func:`winograd_applies`,
+    a GEMM per image where :func:`pointwise_applies`, else v3."""
     x, weight, bias, _, g = check_conv2d(x, weight, bias, stride, padding, dilation)
     b = _bias_or_zeros(bias, g.K, x.dtype)
+    if direct and direct_applies(g, x.dtype):
+        return _direct_forward(x, weight, b, g)
     if batched_im2col_applies(g):
         return _batched_forward(x, weight, b, g, pool)
     if pointwise_applies(g) and g.N > 1:
@@ -1469,7 +1708,7 @@ def _shaped_backward_data(dout, weight, x_shape, stride, padding, dilation, tile
         return conv2d_backward_data_numba_v3(dout, weight, x_shape, stride, padding, dilation)
     plan, k = _wino_plan(g, weight.dtype, tile3=tile3), _wino_constants(weight.dtype)
     pads, locs = _wino_scratch(plan, g, weight.dtype)
-    UT = _wino_workspace("U", (plan.XI, g.C, g.K), weight.dtype)
+    UT = _workspace("U", (plan.XI, g.C, g.K), weight.dtype)
     _wino_weights_transposed(weight, UT, plan.m, locs, k)
     dx = np.empty((g.N, g.C, g.H, g.W), weight.dtype)
     for n0, Dy, E in _wino_chunks(plan, g.N, g.K, g.C, weight.dtype):
@@ -1481,13 +1720,16 @@ def _shaped_backward_data(dout, weight, x_shape, stride, padding, dilation, tile
 
 
 def _shaped_backward_weight(dweight, dbias, dout, x, stride, padding, dilation, tile3,
-                            pool=False):
-    """One GEMM over all images where :func:`batched_im2col_applies`, Winograd where
-    :func:`winograd_applies`, a GEMM per image where :func:`pointwise_applies`, else v3;
-    accumulates."""
+                            pool=False, direct=False):
+    """The direct convolution's weight gradient where ``direct`` (v7) and
+    :func:`direct_applies`, one GEMM over all images where :func:`batched_im2col_applies`,
+    Winograd where :func:`winograd_applies`, a GEMM per image where :func:`pointwise_applies`,
+    else v3; accumulates."""
     x, _, _, dout, g = check_conv2d(x, None, None, stride, padding, dilation,
                                     dout=dout, dweight=dweight, dbias=dbias)
-    if batched_im2col_applies(g):
+    if direct and direct_applies(g, x.dtype):
+        _accumulate(dweight, _direct_weight_grad, dout, x, g)
+    elif batched_im2col_applies(g):
         _accumulate(dweight, _batched_weight_grad, dout, x, g, pool)
     elif pointwise_applies(g) and g.N > 1:
         part = np.zeros((_threads(), g.K, g.C), x.dtype)
@@ -1499,8 +1741,8 @@ def _shaped_backward_weight(dweight, dbias, dout, x, stride, padding, dilation, 
     else:
         plan, k = _wino_plan(g, x.dtype, tile3=tile3), _wino_constants(x.dtype)
         pads, locs = _wino_scratch(plan, g, x.dtype)
-        dU = _wino_workspace("U", (plan.XI, g.K, g.C), x.dtype)
-        tmps = (_wino_workspace("tmps", (_threads(), g.K, g.C), x.dtype) if plan.nb < g.N
+        dU = _workspace("U", (plan.XI, g.K, g.C), x.dtype)
+        tmps = (_workspace("tmps", (_threads(), g.K, g.C), x.dtype) if plan.nb < g.N
                 else np.empty((1, 1, 1), x.dtype))          # one chunk: no accumulation
         for n0, V, Dy in _wino_chunks(plan, g.N, g.C, g.K, x.dtype):
             _wino_inputs(x, n0, V, g.ph, g.pw, plan.TP, plan.TQ, g.R, plan.m, pads, locs, k)
@@ -1513,12 +1755,13 @@ def _shaped_backward_weight(dweight, dbias, dout, x, stride, padding, dilation, 
         _accumulate(dbias, _backward_bias_serial if serial else _backward_bias, dout)
 
 
-def _shaped_versions(version: int, tile3: int, pool: bool = False):
+def _shaped_versions(version: int, tile3: int, pool: bool = False, direct: bool = False):
     """numba ``version``'s three conv2d kernels: the shape-specialized paths above with output
-    tile ``tile3`` for 3x3 Winograd (v4: 2, F(2x2, 3x3); v5 and v6: 4, F(4x4, 3x3) where it
-    pays); ``pool`` runs the batched path on numba's threads (v6)."""
+    tile ``tile3`` for 3x3 Winograd (v4: 2, F(2x2, 3x3); v5 and later: 4, F(4x4, 3x3) where it
+    pays); ``pool`` runs the batched path on numba's threads (v6 and later); ``direct`` the
+    direct convolution on few-channel stride-1 layers (v7)."""
     def forward(x, weight, bias, stride=1, padding=0, dilation=1):
-        return _shaped_forward(x, weight, bias, stride, padding, dilation, tile3, pool)
+        return _shaped_forward(x, weight, bias, stride, padding, dilation, tile3, pool, direct)
 
     def backward_data(dout, weight, x_shape, stride=1, padding=0, dilation=1):
         return _shaped_backward_data(dout, weight, x_shape, stride, padding, dilation, tile3,
@@ -1526,7 +1769,7 @@ def _shaped_versions(version: int, tile3: int, pool: bool = False):
 
     def backward_weight(dweight, dbias, dout, x, stride=1, padding=0, dilation=1):
         return _shaped_backward_weight(dweight, dbias, dout, x, stride, padding, dilation, tile3,
-                                       pool)
+                                       pool, direct)
 
     fns = (forward, backward_data, backward_weight)
     for fn, shaped in zip(fns, (_shaped_forward, _shaped_backward_data, _shaped_backward_weight)):
@@ -1541,6 +1784,8 @@ conv2d_forward_numba_v5, conv2d_backward_data_numba_v5, conv2d_backward_weight_n
     _shaped_versions(5, tile3=4))
 conv2d_forward_numba_v6, conv2d_backward_data_numba_v6, conv2d_backward_weight_numba_v6 = (
     _shaped_versions(6, tile3=4, pool=True))
+conv2d_forward_numba_v7, conv2d_backward_data_numba_v7, conv2d_backward_weight_numba_v7 = (
+    _shaped_versions(7, tile3=4, pool=True, direct=True))
 
 
 # ----------------------------------------------------------------------------
@@ -1878,8 +2123,13 @@ _register("conv2d_backward_data", "numba", 5, doc=_DOC_V5)(conv2d_backward_data_
 _register("conv2d_backward_weight", "numba", 5, doc=_DOC_V5)(conv2d_backward_weight_numba_v5)
 _DOC_V6 = ("v5 with the batched-im2col path (VGG-like 7x7 layers) on numba's threads: parallel "
            "gathers / scatters, GEMMs split by rows into 1-thread BLAS calls")
-_register("conv2d_forward", "numba", 6, default=True, doc=_DOC_V6)(conv2d_forward_numba_v6)
-_register("conv2d_backward_data", "numba", 6, default=True, doc=_DOC_V6)(
-    conv2d_backward_data_numba_v6)
-_register("conv2d_backward_weight", "numba", 6, default=True, doc=_DOC_V6)(
-    conv2d_backward_weight_numba_v6)
+_register("conv2d_forward", "numba", 6, doc=_DOC_V6)(conv2d_forward_numba_v6)
+_register("conv2d_backward_data", "numba", 6, doc=_DOC_V6)(conv2d_backward_data_numba_v6)
+_register("conv2d_backward_weight", "numba", 6, doc=_DOC_V6)(conv2d_backward_weight_numba_v6)
+_DOC_V7 = ("v6 with a direct convolution (micro-kernel over the flattened padded input, no "
+           "im2col) for float32 stride-1 layers with C*R*S <= 288: forward and weight gradient")
+_register("conv2d_forward", "numba", 7, default=True, doc=_DOC_V7)(conv2d_forward_numba_v7)
+_register("conv2d_backward_data", "numba", 7, default=True, doc=_DOC_V7)(
+    conv2d_backward_data_numba_v7)
+_register("conv2d_backward_weight", "numba", 7, default=True, doc=_DOC_V7)(
+    conv2d_backward_weight_numba_v7)

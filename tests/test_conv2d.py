@@ -7,7 +7,7 @@ from hypothesis import given, strategies as st
 from kernels import registry
 from kernels import conv2d as conv2d_module
 from kernels.conv2d import (batched_im2col_applies, conv2d_forward_numpy, conv2d_output_shape,
-                            conv_geometry, pointwise_applies, winograd_applies)
+                            conv_geometry, direct_applies, pointwise_applies, winograd_applies)
 from util import assert_close, numerical_grad
 
 OPS = ("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight")
@@ -163,9 +163,9 @@ def test_winograd_workspace_is_reused_and_freed(winograd_everywhere):
     w5 = rng.standard_normal((4, 3, 5, 5))
     assert_close("5x5", fwd(x, w5, None, padding=2), conv2d_forward_numpy(x, w5, None, 1, 2))
     assert_close("3x3 after 5x5", fwd(x, w, None, padding=1), out1, atol=0, rtol=0)
-    assert conv2d_module._WINO_WORKSPACE.bufs
-    conv2d_module.free_winograd_workspace()
-    assert not hasattr(conv2d_module._WINO_WORKSPACE, "bufs")
+    assert conv2d_module._WORKSPACE.bufs
+    conv2d_module.free_winograd_workspace()     # (free_conv2d_workspace's name before v7)
+    assert not hasattr(conv2d_module._WORKSPACE, "bufs")
 
 
 @pytest.mark.parametrize("hp,applies", [
@@ -233,6 +233,65 @@ def test_batched_im2col_applies_to_few_output_pixels():
     assert not batched_im2col_applies(conv_geometry((1, 256, 7, 7), (512, 256, 3, 3), padding=1))
     assert not batched_im2col_applies(conv_geometry((8, 256, 13, 13), (384, 256, 3, 3), padding=1))
     assert not batched_im2col_applies(conv_geometry((2, 512, 7, 7), (128, 512, 1, 1)))  # pointwise
+
+
+# numba v7's direct convolution (float32, stride 1, C*R*S <= 288): padding on either side,
+# dilation, non-square filters, K and C*R*S not multiples of the 4-wide tiles, one image,
+# several forward blocks per row and rows per block, several weight-gradient chunks and
+# channel groups (K=40: 10 tiles of 4 > 8 per group), VGG's first layer itself
+DIRECT_CASES = [
+    ((1, 1, 5, 7), (5, 1, 3, 2), dict(padding=(1, 0), dilation=(2, 1))),
+    ((2, 3, 9, 8), (6, 3, 5, 5), dict(padding=2)),
+    ((3, 2, 13, 6), (7, 2, 1, 3), dict(padding=(0, 1))),
+    ((2, 4, 7, 61), (4, 4, 2, 2), dict(dilation=2, padding=(1, 3))),
+    ((2, 3, 30, 30), (40, 3, 3, 3), dict(padding=1)),
+    ((1, 32, 6, 6), (3, 32, 3, 3), dict(padding=1)),
+    ((2, 3, 56, 56), (64, 3, 3, 3), dict(padding=1)),
+]
+
+
+@pytest.mark.parametrize("x_shape,w_shape,hp", DIRECT_CASES,
+                         ids=lambda c: "x".join(map(str, c)) if isinstance(c, tuple) else None)
+def test_direct_matches_reference(x_shape, w_shape, hp, monkeypatch):
+    """v7 runs its direct forward and weight gradient (spied) and matches the reference."""
+    assert direct_applies(conv_geometry(x_shape, w_shape, **hp), np.float32)
+    ran = []
+    for name in ("_direct_forward_tiles", "_direct_weight_tiles"):
+        real = getattr(conv2d_module, name)
+        monkeypatch.setattr(conv2d_module, name, lambda *a, _r=real, _n=name: ran.append(_n)
+                            or _r(*a))
+    check_against_reference(7, x_shape, w_shape, hp, np.dtype(np.float32), True,
+                            seed=sum(x_shape))
+    assert set(ran) == {"_direct_forward_tiles", "_direct_weight_tiles"}
+
+
+def test_direct_reads_only_its_image_and_reuses_its_workspace():
+    """Images differ only in image 1: image 0's outputs and a second call agree bit for bit
+    (the workspace is reused and never leaks one call's values into the next)."""
+    rng = np.random.default_rng(5)
+    x = rng.uniform(-1, 1, (2, 3, 11, 9)).astype(np.float32)
+    w = rng.uniform(-1, 1, (6, 3, 3, 3)).astype(np.float32)
+    fwd = registry.get("conv2d_forward", "numba", 7)
+    out = fwd(x, w, None, padding=1)
+    x2 = x.copy()
+    x2[1] = 1e6
+    out2 = fwd(x2, w, None, padding=1)
+    assert_close("image 0", out2[0], out[0], atol=0, rtol=0)
+    assert_close("again", fwd(x, w, None, padding=1), out, atol=0, rtol=0)
+    conv2d_module.free_conv2d_workspace()
+    assert_close("after free", fwd(x, w, None, padding=1), out, atol=0, rtol=0)
+
+
+def test_direct_applies_to_few_channel_stride_1_float32():
+    def applies(x_shape, w_shape, dtype=np.float32, **hp):
+        return direct_applies(conv_geometry(x_shape, w_shape, **hp), dtype)
+    assert applies((2, 3, 56, 56), (64, 3, 3, 3), padding=1)
+    assert applies((2, 32, 8, 8), (8, 32, 3, 3), dilation=2)          # C*R*S = 288
+    assert applies((2, 8, 8, 8), (8, 8, 1, 1), padding=1)             # padded 1x1
+    assert not applies((2, 33, 8, 8), (8, 33, 3, 3))                  # C*R*S = 297
+    assert not applies((2, 3, 56, 56), (64, 3, 3, 3), np.float64)     # float32 kernels only
+    assert not applies((2, 3, 56, 56), (64, 3, 3, 3), stride=(1, 2))
+    assert not applies((2, 8, 8, 8), (8, 8, 1, 1))                    # pointwise
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -123,3 +123,65 @@ def test_tile_width_follows_the_target():
     """NR is three vectors of the target's float32 lanes (8 without AVX-512F, 16 with it)."""
     assert pg._VW in (8, 16) and NR == 3 * pg._VW and MR == 4
     assert pg.PREFETCH_AHEAD % 16 == 0
+
+
+@pytest.mark.parametrize("lanes", [8, 16])
+def test_gather_tile_reads_b_rows_at_offsets(lanes):
+    """The gather variant (direct convolution's forward): row k of B starts at
+    ``b_off + taps[k]``, unaligned and overlapping rows included; both vector widths."""
+    nr = 3 * lanes
+    kern = pg._make_tile_kernel(0, False, MR, nr, lanes, gather=True)
+
+    @njit(cache=False)
+    def tile(a, b, b_off, taps, c, ldc, K):
+        kern(a, 0, b, b_off, taps, c, 1, ldc, K)
+
+    rng = np.random.default_rng(lanes)
+    K = 11
+    a = rng.standard_normal(K * MR).astype(np.float32)
+    b = rng.standard_normal(500).astype(np.float32)
+    taps = np.array([0, 1, 2, 3, 60, 61, 5, 200, 7, 100, 300], np.int64)
+    ldc = nr + 3
+    c = np.full(1 + MR * ldc, np.nan, np.float32)
+    tile(a, b, 9, taps, c, ldc, K)
+    rows = np.stack([b[9 + t: 9 + t + nr] for t in taps]).astype(np.float64)
+    want = a.reshape(K, MR).T.astype(np.float64) @ rows
+    got = c[1:].reshape(MR, ldc)[:, :nr]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    # a read-only offset table types too (the conv plans keep theirs read-only)
+    taps.flags.writeable = False
+    tile(a, b, 9, taps, c, ldc, K)
+    np.testing.assert_allclose(c[1:].reshape(MR, ldc)[:, :nr], want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("lanes", [8, 16])
+def test_dot_tile_accumulates_lane_sums(lanes):
+    """dot_tile: acc[o + i*ldo + j*VW + l] += sum_m d[i*ldd + m*VW + l] * b[taps[t0 + j] +
+    m*VW + l], accumulated onto what acc held; both vector widths."""
+    MI, NJ = pg.DOT_MI, pg.DOT_NJ
+    kern = pg._make_dot_tile_kernel(MI, NJ, lanes)
+
+    @njit(cache=False)
+    def run(d, ldd, b, taps, acc, ldo, F):
+        kern(d, 2, ldd, b, 3, taps, 1, acc, 5, ldo, F)
+
+    rng = np.random.default_rng(lanes)
+    F, ldd = 5 * lanes, 5 * lanes + 7
+    d = rng.standard_normal(2 + MI * ldd).astype(np.float32)
+    b = rng.standard_normal(400).astype(np.float32)
+    taps = np.array([99, 0, 17, 3, 150, 77], np.int64)      # the tile reads taps[1:5]
+    ldo = NJ * lanes + 4
+    acc0 = rng.standard_normal(5 + MI * ldo).astype(np.float32)
+    acc = acc0.copy()
+    run(d, ldd, b, taps, acc, ldo, F)
+    for i in range(MI):
+        for j in range(NJ):
+            rows = d[2 + i * ldd: 2 + i * ldd + F] * b[3 + taps[1 + j]: 3 + taps[1 + j] + F]
+            want = acc0[5 + i * ldo + j * lanes: 5 + i * ldo + (j + 1) * lanes] + \
+                rows.astype(np.float64).reshape(-1, lanes).sum(axis=0)
+            got = acc[5 + i * ldo + j * lanes: 5 + i * ldo + (j + 1) * lanes]
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    untouched = np.ones(acc.size, bool)
+    for i in range(MI):
+        untouched[5 + i * ldo: 5 + i * ldo + NJ * lanes] = False
+    np.testing.assert_array_equal(acc[untouched], acc0[untouched])
