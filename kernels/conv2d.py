@@ -82,7 +82,20 @@ numba v7  v6 with a direct convolution for float32 stride-1 layers with few inpu
           im2col matrix; weight gradient: ``dot_tile``, 4 channels x 4 taps of dot products
           along the vector lanes over dout in the same flat layout. VGG's 3 -> 64 layer at 56x56,
           N=2 (2-core AVX-512 EPYC): forward 0.50 -> 0.19 ms, weight gradient 0.42 -> 0.22 ms
-          (PyTorch 0.22 / 0.25). The numba default.
+          (PyTorch 0.22 / 0.25). The numba default until v8.
+numba v8  v7 with the few-output-pixel layers (:func:`gathered_gemm_applies`: float32,
+          N*P*Q <= 256, any N, stride, padding, dilation; e.g. VGG's 7x7 layers) in all three
+          passes through the micro-kernel with a GATHERED A operand (``mk_tile_gather_a``:
+          A's (k, r) value at ``rows[r] + taps[k]``, an implicit im2col matrix never stored)
+          and a B operand in contiguous panels, MR output pixels x NR channels per tile (no
+          position computed and dropped): forward X~ @ W^T (W^T packed by register-block
+          transposes), backward-data dout^T @ W (tiles into dcol^T, then col2im), weight
+          gradient dout @ col^T accumulated in place into dW. VGG 7x7 256 -> 512 at N=4
+          (2-core AVX-512 EPYC, passes timed alone): forward 3.3-3.5 -> 2.5-2.9 ms,
+          backward-data 3.4-3.6 -> 2.8-4.0, weight gradient 3.2-3.3 -> 2.4-2.9 (PyTorch
+          2.0 / 1.9-2.5 / 2.8-3.6); in ``seqgrid compare`` (fwd+bwd in turn, each pass finding
+          the others' data in cache) N=2 5.5 -> 5.0 ms, N=4 10.1 -> 9.9 ms (PyTorch 4.1 /
+          7.1). The numba default.
 cuda v1   (kernels/cuda/conv2d.cu, on "cuda" and "cuda-emu") direct: one thread per
           output element (forward) / per input element gathering over the taps (k,r,s)
           that reach it (backward-data, no atomics); backward-weight one block per
@@ -123,7 +136,9 @@ from numba import njit, prange
 from . import registry
 from ._checks import check_float_array, check_shape, pair
 from ._pool_blas import SingleThreadedBLAS as _SingleThreadedBLAS
-from ._packed_gemm import DOT_MI, DOT_NJ, dot_tile, mk_tile_gather
+from ._packed_gemm import (DOT_MI, DOT_NJ, dot_tile, mk_tile_gather, mk_tile_gather_a,
+                           mk_tile_gather_a_acc, pack_col_panels, pack_row_panels,
+                           transpose_into)
 from ._packed_gemm import MR as _MR
 from ._packed_gemm import NR as _NR
 from ._packed_gemm import _VW
@@ -134,7 +149,8 @@ from .cuda.loader import load_module
 
 __all__ = ["conv2d_output_shape", "check_conv2d", "ConvGeometry", "winograd_applies",
            "pointwise_applies", "batched_im2col_applies",
-           "direct_applies", "free_conv2d_workspace", "free_winograd_workspace"]
+           "direct_applies", "gathered_gemm_applies", "free_conv2d_workspace",
+           "free_winograd_workspace"]
 
 
 # ----------------------------------------------------------------------------
@@ -488,9 +504,11 @@ def _im2col_channels(xn, col, c0, c1, R, S, P, Q, sh, sw, ph, pw, dh, dw):
                     src0 = (c * H + p * sh - ph + r * dh) * W + woff
                     for q in range(qlo):
                         dst[base + q] = 0
-                    if sw == 1:
-                        for q in range(qlo, qhi):
-                            dst[base + q] = xf[src0 + q]
+                    if sw == 1:     # views: an index from 0 vectorises, an offset one
+                        d = dst[base + qlo: base + qhi]    # keeps its negative-index check
+                        v = xf[src0 + qlo: src0 + qhi]     # and runs scalar (3-5x slower)
+                        for q in range(qhi - qlo):
+                            d[q] = v[q]
                     else:
                         for q in range(qlo, qhi):
                             dst[base + q] = xf[src0 + q * sw]
@@ -524,9 +542,11 @@ def _col2im_channels(dcol, dxn, c0, c1, R, S, P, Q, sh, sw, ph, pw, dh, dw):
                 for p in range(plo, phi):
                     base = p * Q
                     dst0 = (c * H + p * sh - ph + r * dh) * W + woff
-                    if sw == 1:
-                        for q in range(qlo, qhi):
-                            df[dst0 + q] += src[base + q]
+                    if sw == 1:     # views, as in _im2col_channels
+                        d = df[dst0 + qlo: dst0 + qhi]
+                        v = src[base + qlo: base + qhi]
+                        for q in range(qhi - qlo):
+                            d[q] += v[q]
                     else:
                         for q in range(qlo, qhi):
                             df[dst0 + q * sw] += src[base + q]
@@ -1661,15 +1681,208 @@ def _direct_weight_grad(dw_acc, dout, x, g: ConvGeometry):
     _direct_weight_reduce(dw_acc, acc)
 
 
+# ---- few output pixels (v8): the micro-kernel on an implicit im2col matrix ----
+# VGG's 7x7 layers (N*P*Q <= 256) are where im2col + OpenBLAS trails oneDNN most: v7 ran
+# 256 -> 512 channels at N=4 at 124-133 GFLOP/s per pass, PyTorch at 205-225. Here each pass is
+# the packed micro-kernel with its A operand GATHERED (``mk_tile_gather_a``: A's (k, r) value
+# at ``rows[r] + taps[k]``, so im2col is never stored) and its B operand a plain row-major
+# matrix; a tile is MR output pixels x NR channels, so no position is computed and dropped
+# (unlike v7's direct path, whose rows of 7 + 2 padded columns would waste 3x):
+#   forward   out (pixels x K)     = X~ (pixels x CRS) @ W^T (CRS x K)      W^T: one transpose
+#   bwd-data  dcol^T (pixels x CRS) = dout^T (pixels x K) @ W (K x CRS)     then col2im
+#   bwd-wt    dW^T (CRS x K)       = X~^T (CRS x pixels) @ dout^T (pixels x K)
+# Kernel alone (2-core AVX-512 EPYC): the forward at 194 GFLOP/s for that layer at N=4.
+def gathered_gemm_applies(g: ConvGeometry, dtype) -> bool:
+    """Whether numba v8 runs the few-output-pixel path through the gathered micro-kernel:
+    float32, N*P*Q <= _BATCHED_MAX_COLUMNS (any N, stride, padding, dilation), not a 1x1
+    unpadded convolution (:func:`pointwise_applies`)."""
+    return (np.dtype(dtype) == np.float32 and g.N * g.P * g.Q <= _BATCHED_MAX_COLUMNS
+            and not pointwise_applies(g))
+
+
+class _GatherPlan(NamedTuple):
+    Wp: int             # padded input row width
+    plane: int          # floats per padded input plane, (H + 2 ph) * Wp
+    taps: np.ndarray    # (C*R*S rounded up to MR,) int64: tap (c, r, s) from a window's origin
+    pix: np.ndarray     # (N*P*Q rounded up to MR,) int64: window origin of output pixel m
+    outs: np.ndarray    # (N*P*Q rounded up to MR,) int64: n*K*P*Q + p*Q + q of pixel m
+    ktaps: np.ndarray   # (K rounded up to MR,) int64: k*P*Q, channel k's offset in dout
+                        # from outs[m]
+
+
+def _padded_table(values, multiple: int) -> np.ndarray:
+    """int64 ``values`` then 0s (a valid offset) up to a multiple of ``multiple``; read-only."""
+    values = np.asarray(values, np.int64).ravel()
+    t = np.zeros(-(-values.size // multiple) * multiple, np.int64)
+    t[:values.size] = values
+    t.flags.writeable = False
+    return t
+
+
+@functools.lru_cache(maxsize=64)
+def _gather_plan(g: ConvGeometry) -> _GatherPlan:
+    Wp = g.W + 2 * g.pw
+    plane = (g.H + 2 * g.ph) * Wp
+    c, r, s = np.meshgrid(np.arange(g.C), np.arange(g.R), np.arange(g.S), indexing="ij")
+    n, p, q = np.meshgrid(np.arange(g.N), np.arange(g.P), np.arange(g.Q), indexing="ij")
+    PQ = g.P * g.Q
+    return _GatherPlan(Wp, plane, _padded_table(c * plane + r * (g.dh * Wp) + s * g.dw, _MR),
+                       _padded_table(n * (g.C * plane) + p * (g.sh * Wp) + q * g.sw, _MR),
+                       _padded_table(n * (g.K * PQ) + p * g.Q + q, _MR),
+                       _padded_table(np.arange(g.K) * PQ, _MR))
+
+
+def _tile_groups(panels: int, tiles: int, threads: int) -> int:
+    """Work items per panel (each a range of tiles that reuses the panel from cache): the
+    fewest that share panels * groups evenly between the threads (prange hands each thread a
+    contiguous run: 11 panels on 2 threads ran 6 against 5), else give each 16 items."""
+    g = 1
+    while g < tiles and (panels * g) % threads and panels * g < 16 * threads:
+        g += 1
+    return g
+
+
+@njit(parallel=True, cache=True)
+def _gathered_forward_tiles(xp, pix, taps, CRS, wt, ldb, pstride, b, out, outs, M, PQ, cbuf,
+                            groups):
+    """out[outs[m] + k*PQ] = b[k] + sum_i xp[pix[m] + taps[i]] * wt[kp*pstride + i*ldb + j]
+    (k = kp*NR + j) for the M output pixels m; work items of (NR-channel panel, a range of
+    MR-pixel tiles)."""
+    K = b.shape[0]
+    NT = (M + _MR - 1) // _MR
+    per = (NT + groups - 1) // groups
+    for item in prange(((K + _NR - 1) // _NR) * groups):
+        kp = item // groups
+        t0 = (item - kp * groups) * per
+        c = cbuf[numba.get_thread_id()]
+        k0, kn = kp * _NR, min(_NR, K - kp * _NR)
+        for t in range(t0, min(NT, t0 + per)):
+            mk_tile_gather_a(xp, pix, t * _MR, taps, wt, kp * pstride, ldb, c, 0, _NR, CRS)
+            for r in range(min(_MR, M - t * _MR)):
+                dst = out[outs[t * _MR + r] + k0 * PQ:]
+                src = c[r * _NR: r * _NR + kn]
+                bk = b[k0: k0 + kn]
+                for j in range(kn):
+                    dst[j * PQ] = src[j] + bk[j]
+
+
+@njit(parallel=True, cache=True)
+def _gathered_data_tiles(dout, outs, ktaps, K, wp, CRS, M, dcolT, ldc, groups):
+    """dcolT[m*ldc + i] = sum_k dout[outs[m] + ktaps[k]] * W[k, i] for the M output pixels m
+    (rows past M: junk), W in NR-column panels ``wp`` (:func:`pack_col_panels`); work items of
+    (panel, a range of MR-pixel tiles), each tile straight into dcolT's rows."""
+    NT = (M + _MR - 1) // _MR
+    per = (NT + groups - 1) // groups
+    for item in prange(((CRS + _NR - 1) // _NR) * groups):
+        cp = item // groups
+        t0 = (item - cp * groups) * per
+        for t in range(t0, min(NT, t0 + per)):
+            mk_tile_gather_a(dout, outs, t * _MR, ktaps, wp, cp * K * _NR, _NR, dcolT,
+                             t * _MR * ldc + cp * _NR, ldc, K)
+
+
+@njit(parallel=True, cache=True)
+def _gathered_col_rows(xp, pix, taps, M, CRS, colT, ldc):
+    """colT[m*ldc + i] = xp[pix[m] + taps[i]]: output pixel m's im2col row (0 past CRS)."""
+    for m in prange(M):
+        row, base = colT[m * ldc: (m + 1) * ldc], pix[m]
+        for i in range(CRS):
+            row[i] = xp[base + taps[i]]
+        for i in range(CRS, ldc):
+            row[i] = 0.0
+
+
+@njit(parallel=True, cache=True)
+def _gathered_weight_tiles(dout, outs, ktaps, K, M, colT, ldb, CRS, dw, cbuf, groups):
+    """dw[k*CRS + i] += sum_m dout[outs[m] + ktaps[k]] * colT[m*ldb + i] over the M output
+    pixels; work items of (NR-column panel of dw, a range of MR-channel tiles), each tile
+    accumulated in place (through a small buffer at the right and bottom edges)."""
+    KT = (K + _MR - 1) // _MR
+    per = (KT + groups - 1) // groups
+    for item in prange((ldb // _NR) * groups):
+        cp = item // groups
+        t0 = (item - cp * groups) * per
+        i0 = cp * _NR
+        n_i = min(_NR, CRS - i0)
+        for t in range(t0, min(KT, t0 + per)):
+            k0 = t * _MR
+            if n_i == _NR and k0 + _MR <= K:
+                mk_tile_gather_a_acc(dout, ktaps, k0, outs, colT, i0, ldb, dw, k0 * CRS + i0,
+                                     CRS, M)
+                continue
+            c = cbuf[numba.get_thread_id()]
+            mk_tile_gather_a(dout, ktaps, k0, outs, colT, i0, ldb, c, 0, _NR, M)
+            for r in range(min(_MR, K - k0)):
+                d, src = dw[(k0 + r) * CRS + i0: (k0 + r) * CRS + i0 + n_i], c[r * _NR:]
+                for j in range(n_i):
+                    d[j] += src[j]
+
+
+def _gathered_input(x, g: ConvGeometry, plan: _GatherPlan):
+    xp = _workspace("gather_x", (g.N * g.C * plan.plane,), np.float32)
+    _direct_pad(x, xp, g.ph, g.pw, plan.Wp, plan.plane)
+    return xp
+
+
+def _cbuf():
+    return _workspace("gather_c", (_threads(), _MR * _NR), np.float32)
+
+
+def _gathered_forward(x, weight, b, g: ConvGeometry):
+    plan = _gather_plan(g)
+    CRS = g.C * g.R * g.S
+    # W^T in NR-channel panels, each (CRS, NR) contiguous: a tile streams its B rows in order
+    # (W^T row-major, rows 2 KB apart, ran the VGG 7x7 forward's tiles 5-10% slower)
+    wt = pack_row_panels(weight.reshape(g.K, CRS), g.K, 1, _workspace(
+        "gather_w", (-(-g.K // _NR) * CRS * _NR,), np.float32))
+    out = np.empty((g.N, g.K, g.P, g.Q), np.float32)
+    _gathered_forward_tiles(_gathered_input(x, g, plan), plan.pix, plan.taps, CRS, wt, _NR,
+                            CRS * _NR, b, out.reshape(-1), plan.outs, g.N * g.P * g.Q,
+                            g.P * g.Q, _cbuf(),
+                            _tile_groups(-(-g.K // _NR), plan.pix.size // _MR, _threads()))
+    return out
+
+
+def _gathered_backward_data(dout, weight, g: ConvGeometry):
+    plan = _gather_plan(g)
+    CRS, M = g.C * g.R * g.S, g.N * g.P * g.Q
+    CRSp = -(-CRS // _NR) * _NR
+    wp = pack_col_panels(weight.reshape(g.K, CRS),
+                         _workspace("gather_w", (g.K * CRSp,), np.float32))
+    Mp = plan.outs.size
+    dcolT = _workspace("gather_dcolT", (Mp * CRSp,), np.float32)
+    _gathered_data_tiles(dout.reshape(-1), plan.outs, plan.ktaps, g.K, wp, CRS, M, dcolT,
+                         CRSp, _tile_groups(CRSp // _NR, Mp // _MR, _threads()))
+    dcol = _workspace("gather_dcol", (CRS, g.N, g.P * g.Q), np.float32)
+    transpose_into(dcolT, 0, CRSp, M, CRS, dcol.reshape(-1), 0, M)
+    dx = np.empty((g.N, g.C, g.H, g.W), np.float32)
+    _col2im_batch_parallel(dcol, dx, *_gemm_geometry(g))
+    return dx
+
+
+def _gathered_weight_grad(dw_acc, dout, x, g: ConvGeometry):
+    plan = _gather_plan(g)
+    CRS, M = g.C * g.R * g.S, g.N * g.P * g.Q
+    ldb = -(-CRS // _NR) * _NR
+    colT = _workspace("gather_colT", (M * ldb,), np.float32)
+    _gathered_col_rows(_gathered_input(x, g, plan), plan.pix, plan.taps, M, CRS, colT, ldb)
+    _gathered_weight_tiles(dout.reshape(-1), plan.outs, plan.ktaps, g.K, M, colT, ldb, CRS,
+                           dw_acc.reshape(-1), _cbuf(),
+                           _tile_groups(ldb // _NR, -(-g.K // _MR), _threads()))
+
+
 def _shaped_forward(x, weight, bias, stride, padding, dilation, tile3, pool=False,
-                    direct=False):
-    """The direct convolution where ``direct`` (v7) and :func:`direct_applies`, one GEMM over
-    all images where :func:`batched_im2col_applies`, Winograd where :func:`winograd_applies`,
-    a GEMM per image where :func:`pointwise_applies`, else v3."""
+                    direct=False, gathered=False):
+    """The direct convolution where ``direct`` (v7) and :func:`direct_applies`, the gathered
+    micro-kernel where ``gathered`` (v8) and :func:`gathered_gemm_applies`, one GEMM over all
+    images where :func:`batched_im2col_applies`, Winograd where :func:`winograd_applies`, a
+    GEMM per image where :func:`pointwise_applies`, else v3."""
     x, weight, bias, _, g = check_conv2d(x, weight, bias, stride, padding, dilation)
     b = _bias_or_zeros(bias, g.K, x.dtype)
     if direct and direct_applies(g, x.dtype):
         return _direct_forward(x, weight, b, g)
+    if gathered and gathered_gemm_applies(g, x.dtype):
+        return _gathered_forward(x, weight, b, g)
     if batched_im2col_applies(g):
         return _batched_forward(x, weight, b, g, pool)
     if pointwise_applies(g) and g.N > 1:
@@ -1692,11 +1905,15 @@ def _shaped_forward(x, weight, bias, stride, padding, dilation, tile3, pool=Fals
 
 
 def _shaped_backward_data(dout, weight, x_shape, stride, padding, dilation, tile3,
-                          pool=False):
-    """One GEMM over all images where :func:`batched_im2col_applies`, Winograd where
-    :func:`winograd_applies`, a GEMM per image where :func:`pointwise_applies`, else v3."""
+                          pool=False, direct=False, gathered=False):
+    """The gathered micro-kernel where ``gathered`` (v8) and :func:`gathered_gemm_applies`,
+    one GEMM over all images where :func:`batched_im2col_applies`, Winograd where
+    :func:`winograd_applies`, a GEMM per image where :func:`pointwise_applies`, else v3
+    (``direct``: no backward-data path of its own)."""
     _, weight, _, dout, g = check_conv2d(None, weight, None, stride, padding, dilation,
                                          dout=dout, x_shape=x_shape)
+    if gathered and gathered_gemm_applies(g, weight.dtype):
+        return _gathered_backward_data(dout, weight, g)
     if batched_im2col_applies(g):
         return _batched_backward_data(dout, weight, g, pool)
     if pointwise_applies(g) and g.N > 1:
@@ -1720,15 +1937,18 @@ def _shaped_backward_data(dout, weight, x_shape, stride, padding, dilation, tile
 
 
 def _shaped_backward_weight(dweight, dbias, dout, x, stride, padding, dilation, tile3,
-                            pool=False, direct=False):
+                            pool=False, direct=False, gathered=False):
     """The direct convolution's weight gradient where ``direct`` (v7) and
-    :func:`direct_applies`, one GEMM over all images where :func:`batched_im2col_applies`,
-    Winograd where :func:`winograd_applies`, a GEMM per image where :func:`pointwise_applies`,
-    else v3; accumulates."""
+    :func:`direct_applies`, the gathered micro-kernel where ``gathered`` (v8) and
+    :func:`gathered_gemm_applies`, one GEMM over all images where
+    :func:`batched_im2col_applies`, Winograd where :func:`winograd_applies`, a GEMM per image
+    where :func:`pointwise_applies`, else v3; accumulates."""
     x, _, _, dout, g = check_conv2d(x, None, None, stride, padding, dilation,
                                     dout=dout, dweight=dweight, dbias=dbias)
     if direct and direct_applies(g, x.dtype):
         _accumulate(dweight, _direct_weight_grad, dout, x, g)
+    elif gathered and gathered_gemm_applies(g, x.dtype):
+        _accumulate(dweight, _gathered_weight_grad, dout, x, g)
     elif batched_im2col_applies(g):
         _accumulate(dweight, _batched_weight_grad, dout, x, g, pool)
     elif pointwise_applies(g) and g.N > 1:
@@ -1751,25 +1971,29 @@ def _shaped_backward_weight(dweight, dbias, dout, x, stride, padding, dilation, 
                 _wino_weight_gemms(Dy, V, dU, tmps, n0 == 0)
         _accumulate(dweight, _wino_weight_grad, dU, plan.m, locs, k)
     if dbias is not None:
-        serial = batched_im2col_applies(g) and not pool   # after BLAS-threaded GEMMs
+        serial = (batched_im2col_applies(g) and not pool   # after BLAS-threaded GEMMs
+                  and not (gathered and gathered_gemm_applies(g, x.dtype)))
         _accumulate(dbias, _backward_bias_serial if serial else _backward_bias, dout)
 
 
-def _shaped_versions(version: int, tile3: int, pool: bool = False, direct: bool = False):
+def _shaped_versions(version: int, tile3: int, pool: bool = False, direct: bool = False,
+                     gathered: bool = False):
     """numba ``version``'s three conv2d kernels: the shape-specialized paths above with output
     tile ``tile3`` for 3x3 Winograd (v4: 2, F(2x2, 3x3); v5 and later: 4, F(4x4, 3x3) where it
     pays); ``pool`` runs the batched path on numba's threads (v6 and later); ``direct`` the
-    direct convolution on few-channel stride-1 layers (v7)."""
+    direct convolution on few-channel stride-1 layers (v7 and later); ``gathered`` the
+    few-output-pixel layers through the gathered micro-kernel (v8)."""
+    paths = (tile3, pool, direct, gathered)
+
     def forward(x, weight, bias, stride=1, padding=0, dilation=1):
-        return _shaped_forward(x, weight, bias, stride, padding, dilation, tile3, pool, direct)
+        return _shaped_forward(x, weight, bias, stride, padding, dilation, *paths)
 
     def backward_data(dout, weight, x_shape, stride=1, padding=0, dilation=1):
-        return _shaped_backward_data(dout, weight, x_shape, stride, padding, dilation, tile3,
-                                     pool)
+        return _shaped_backward_data(dout, weight, x_shape, stride, padding, dilation, *paths)
 
     def backward_weight(dweight, dbias, dout, x, stride=1, padding=0, dilation=1):
-        return _shaped_backward_weight(dweight, dbias, dout, x, stride, padding, dilation, tile3,
-                                       pool, direct)
+        return _shaped_backward_weight(dweight, dbias, dout, x, stride, padding, dilation,
+                                       *paths)
 
     fns = (forward, backward_data, backward_weight)
     for fn, shaped in zip(fns, (_shaped_forward, _shaped_backward_data, _shaped_backward_weight)):
@@ -1786,6 +2010,8 @@ conv2d_forward_numba_v6, conv2d_backward_data_numba_v6, conv2d_backward_weight_n
     _shaped_versions(6, tile3=4, pool=True))
 conv2d_forward_numba_v7, conv2d_backward_data_numba_v7, conv2d_backward_weight_numba_v7 = (
     _shaped_versions(7, tile3=4, pool=True, direct=True))
+conv2d_forward_numba_v8, conv2d_backward_data_numba_v8, conv2d_backward_weight_numba_v8 = (
+    _shaped_versions(8, tile3=4, pool=True, direct=True, gathered=True))
 
 
 # ----------------------------------------------------------------------------
@@ -2128,8 +2354,13 @@ _register("conv2d_backward_data", "numba", 6, doc=_DOC_V6)(conv2d_backward_data_
 _register("conv2d_backward_weight", "numba", 6, doc=_DOC_V6)(conv2d_backward_weight_numba_v6)
 _DOC_V7 = ("v6 with a direct convolution (micro-kernel over the flattened padded input, no "
            "im2col) for float32 stride-1 layers with C*R*S <= 288: forward and weight gradient")
-_register("conv2d_forward", "numba", 7, default=True, doc=_DOC_V7)(conv2d_forward_numba_v7)
-_register("conv2d_backward_data", "numba", 7, default=True, doc=_DOC_V7)(
-    conv2d_backward_data_numba_v7)
-_register("conv2d_backward_weight", "numba", 7, default=True, doc=_DOC_V7)(
-    conv2d_backward_weight_numba_v7)
+_register("conv2d_forward", "numba", 7, doc=_DOC_V7)(conv2d_forward_numba_v7)
+_register("conv2d_backward_data", "numba", 7, doc=_DOC_V7)(conv2d_backward_data_numba_v7)
+_register("conv2d_backward_weight", "numba", 7, doc=_DOC_V7)(conv2d_backward_weight_numba_v7)
+_DOC_V8 = ("v7 with the few-output-pixel layers (N*P*Q <= 256, e.g. VGG 7x7) through the "
+           "micro-kernel on an implicit (gathered) im2col matrix, float32: all three passes")
+_register("conv2d_forward", "numba", 8, default=True, doc=_DOC_V8)(conv2d_forward_numba_v8)
+_register("conv2d_backward_data", "numba", 8, default=True, doc=_DOC_V8)(
+    conv2d_backward_data_numba_v8)
+_register("conv2d_backward_weight", "numba", 8, default=True, doc=_DOC_V8)(
+    conv2d_backward_weight_numba_v8)

@@ -228,6 +228,46 @@ def test_batched_im2col_matches_reference(x_shape, w_shape, hp, dtype, version, 
     assert set(ran) == (pool_path if version == 6 else set())
 
 
+# numba v8's gathered micro-kernel on the few-output-pixel layers (float32): strides,
+# dilations, padding, non-square filters, K and C*R*S off the tile sizes (partial panels and
+# tiles on every side), one image, and VGG's 7x7 layer itself
+GATHERED_CASES = [
+    ((3, 2, 4, 6), (3, 2, 2, 3), dict(stride=(2, 1), padding=(1, 0), dilation=(1, 2))),
+    ((1, 5, 6, 6), (50, 5, 3, 3), dict(stride=2)),
+    ((2, 40, 7, 7), (53, 40, 3, 3), dict(padding=1)),
+    ((2, 41, 5, 6), (97, 41, 2, 4), dict(padding=(0, 2), dilation=(2, 1))),
+    ((4, 256, 7, 7), (512, 256, 3, 3), dict(padding=1)),
+]
+
+
+@pytest.mark.parametrize("x_shape,w_shape,hp", GATHERED_CASES,
+                         ids=lambda c: "x".join(map(str, c)) if isinstance(c, tuple) else None)
+def test_gathered_matches_reference(x_shape, w_shape, hp, monkeypatch):
+    """v8 runs its three gathered passes (spied) and matches the reference."""
+    g = conv_geometry(x_shape, w_shape, **hp)
+    assert conv2d_module.gathered_gemm_applies(g, np.float32)
+    assert not direct_applies(g, np.float32)
+    names = ("_gathered_forward_tiles", "_gathered_data_tiles", "_gathered_weight_tiles")
+    ran = []
+    for name in names:
+        real = getattr(conv2d_module, name)
+        monkeypatch.setattr(conv2d_module, name, lambda *a, _r=real, _n=name: ran.append(_n)
+                            or _r(*a))
+    check_against_reference(8, x_shape, w_shape, hp, np.dtype(np.float32), True,
+                            seed=sum(x_shape))
+    assert set(ran) == set(names)
+
+
+def test_gathered_applies_to_few_output_pixels_in_float32():
+    def applies(x_shape, w_shape, dtype=np.float32, **hp):
+        return conv2d_module.gathered_gemm_applies(conv_geometry(x_shape, w_shape, **hp), dtype)
+    assert applies((4, 256, 7, 7), (512, 256, 3, 3), padding=1)        # N*P*Q = 196
+    assert applies((1, 64, 9, 9), (8, 64, 3, 3), stride=2)              # one image
+    assert not applies((4, 256, 7, 7), (512, 256, 3, 3), np.float64, padding=1)
+    assert not applies((8, 256, 13, 13), (384, 256, 3, 3), padding=1)  # 1352 pixels
+    assert not applies((2, 512, 7, 7), (128, 512, 1, 1))               # pointwise
+
+
 def test_batched_im2col_applies_to_few_output_pixels():
     assert batched_im2col_applies(conv_geometry((2, 256, 7, 7), (512, 256, 3, 3), padding=1))
     assert not batched_im2col_applies(conv_geometry((1, 256, 7, 7), (512, 256, 3, 3), padding=1))

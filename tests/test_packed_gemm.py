@@ -52,9 +52,10 @@ def test_tile_kernels_match_numpy(M, K, C, variant):
     np.testing.assert_allclose(c, want, rtol=1e-5, atol=1e-4 * np.sqrt(K))
 
 
-def test_row_panels_layout_and_padding():
-    """pack_row_panels: group g, panel p, k, j holds w[g*R + p*NR + j, k]; 0 past the group."""
-    G, R, K = 3, 30, 5
+@pytest.mark.parametrize("G,R,K", [(3, 30, 5), (2, 2 * NR + 21, 37), (1, NR, 3 * 16)])
+def test_row_panels_layout_and_padding(G, R, K):
+    """pack_row_panels: group g, panel p, k, j holds w[g*R + p*NR + j, k]; 0 past the group.
+    Sizes with whole register-transposed blocks and partial ones at both edges."""
     w = np.arange(G * R * K, dtype=np.float32).reshape(G * R, K) + 1
     P = -(-R // NR)
     out = pg.pack_row_panels(w, R, G, np.full(G * P * K * NR, np.nan, np.float32))
@@ -130,7 +131,7 @@ def test_gather_tile_reads_b_rows_at_offsets(lanes):
     """The gather variant (direct convolution's forward): row k of B starts at
     ``b_off + taps[k]``, unaligned and overlapping rows included; both vector widths."""
     nr = 3 * lanes
-    kern = pg._make_tile_kernel(0, False, MR, nr, lanes, gather=True)
+    kern = pg._make_tile_kernel(0, False, MR, nr, lanes, gather="b")
 
     @njit(cache=False)
     def tile(a, b, b_off, taps, c, ldc, K):
@@ -185,3 +186,61 @@ def test_dot_tile_accumulates_lane_sums(lanes):
     for i in range(MI):
         untouched[5 + i * ldo: 5 + i * ldo + NJ * lanes] = False
     np.testing.assert_array_equal(acc[untouched], acc0[untouched])
+
+
+@pytest.mark.parametrize("lanes", [8, 16])
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_gather_a_tile_reads_a_at_row_plus_tap_offsets(lanes, accumulate):
+    """The gather-A variant (conv2d v8): A's (k, r) value is a[rows[row0 + r] + taps[k]], B row
+    k is b[b_off + k*ldb : ... + NR] of a row-major matrix; overwrite and accumulate."""
+    nr = 3 * lanes
+    kern = pg._make_tile_kernel(0, accumulate, MR, nr, lanes, gather="a")
+
+    @njit(cache=False)
+    def tile(a, rows, taps, b, ldb, c, ldc, K):
+        kern(a, rows, 2, taps, b, 3, ldb, c, 1, ldc, K)
+
+    rng = np.random.default_rng(lanes + accumulate)
+    K, ldb, ldc = 13, nr + 5, nr + 2
+    a = rng.standard_normal(300).astype(np.float32)
+    rows = np.array([7, 7, 0, 50, 9, 120, 33], np.int64)     # the tile uses rows[2:6]
+    taps = rng.integers(0, 150, K).astype(np.int64)
+    b = rng.standard_normal(3 + K * ldb).astype(np.float32)
+    c0 = rng.standard_normal(1 + MR * ldc).astype(np.float32)
+    c = c0.copy()
+    tile(a, rows, taps, b, ldb, c, ldc, K)
+    A = np.array([[a[rows[2 + r] + taps[k]] for r in range(MR)] for k in range(K)], np.float64)
+    B = np.stack([b[3 + k * ldb: 3 + k * ldb + nr] for k in range(K)]).astype(np.float64)
+    want = A.T @ B + (c0[1:].reshape(MR, ldc)[:, :nr] if accumulate else 0)
+    np.testing.assert_allclose(c[1:].reshape(MR, ldc)[:, :nr], want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(c[1:].reshape(MR, ldc)[:, nr:], c0[1:].reshape(MR, ldc)[:, nr:])
+
+
+@pytest.mark.parametrize("rows,cols,lds,ldd", [(3, 5, 5, 3), (16, 16, 16, 16), (17, 35, 40, 21),
+                                                (100, 64, 64, 112), (2 * NR, 33, 33, 2 * NR)])
+def test_transpose_into(rows, cols, lds, ldd):
+    """Whole register blocks and element-by-element edges; strided source and destination,
+    destination floats past ``rows`` untouched."""
+    rng = np.random.default_rng(rows * cols)
+    src = rng.standard_normal(4 + rows * lds).astype(np.float32)
+    dst = np.full(6 + cols * ldd, np.nan, np.float32)
+    pg.transpose_into(src, 4, lds, rows, cols, dst, 6, ldd)
+    m = src[4:].reshape(rows, lds)[:, :cols]
+    d = dst[6:].reshape(cols, ldd)
+    np.testing.assert_array_equal(d[:, :rows], m.T)
+    assert np.isnan(d[:, rows:]).all() and np.isnan(dst[:6]).all()
+
+
+@pytest.mark.parametrize("lanes", [8, 16])
+def test_transpose_block_both_widths(lanes):
+    kern = pg._make_transpose_kernel(lanes)
+
+    @njit(cache=False)
+    def run(src, lds, dst, ldd):
+        kern(src, 1, lds, dst, 2, ldd)
+
+    src = np.arange(1 + lanes * (lanes + 3), dtype=np.float32)
+    dst = np.zeros(2 + lanes * (lanes + 1), np.float32)
+    run(src, lanes + 3, dst, lanes + 1)
+    m = src[1:].reshape(lanes, lanes + 3)[:, :lanes]
+    np.testing.assert_array_equal(dst[2:].reshape(lanes, lanes + 1)[:, :lanes], m.T)
