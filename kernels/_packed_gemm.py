@@ -264,13 +264,19 @@ def _make_dot_tile_kernel(MI, NJ, _VW=_VW):
     return kernel
 
 
+# conv2d v8's tiles: 4 vectors wide with AVX-512 (16 accumulators of 32 registers). With A
+# gathered (an implicit im2col matrix) 4 x 64 ran 228-232 GFLOP/s against 4 x 48's 198-200 and
+# 6 x 64's 224-230 (VGG 7x7 / 14x14 forwards, 2 cores); with AVX2's 16 registers 4 x 32 would
+# spill, so NR stays.
+CONV_NR = 4 * _VW if _VW == 16 else NR
+
 DOT_MI, DOT_NJ = 4, 4       # 16 vector accumulators, 8 loads per 16 FMAs
 dot_tile = _make_dot_tile_kernel(DOT_MI, DOT_NJ)
 # direct convolution's forward: the micro-kernel with B rows gathered at tap offsets
 mk_tile_gather = _make_tile_kernel(0, False, gather="b")
 # few-output-pixel convolutions (conv2d v8): A an implicit im2col matrix, B row-major
-mk_tile_gather_a = _make_tile_kernel(0, False, gather="a")
-mk_tile_gather_a_acc = _make_tile_kernel(0, True, gather="a")     # c += the tile
+mk_tile_gather_a = _make_tile_kernel(0, False, NR=CONV_NR, gather="a")
+mk_tile_gather_a_acc = _make_tile_kernel(0, True, NR=CONV_NR, gather="a")     # c += the tile
 
 
 mk_tile = _make_tile_kernel(0, False)
@@ -354,34 +360,35 @@ def transpose_into(src, s_off, lds, rows, cols, dst, d_off, ldd):
 
 
 @njit(parallel=True, **_JIT)
-def pack_row_panels(w, rows_per_group, groups, out):
+def pack_row_panels(w, rows_per_group, groups, out, nr=NR):
     """B panels whose columns are ROWS of ``w`` (R, K): group g (of ``groups``) holds rows
     ``g*rows_per_group ..`` cut into P = ceil(rows_per_group / NR) panels;
     ``out[((g*P + p)*K + k)*NR + j] = w[g*rows_per_group + p*NR + j, k]`` (0 past the group).
-    Used for ``h @ W_hh^T`` (one panel = NR hidden units of one gate) and conv2d v8's W^T.
+    Used for ``h @ W_hh^T`` (one panel = NR hidden units of one gate) and conv2d v8's W^T
+    (with ``nr`` = CONV_NR: panels of another width, a multiple of VW).
     Work items of VW columns of one panel, transposed in VW x VW register blocks where whole
     (edges element by element): writing each row of w down a panel's column, NR floats apart,
     ran 0.45 ms for 512 x 2304 and 2.3 ms for 4000 x 1000 on 2 cores (a copy: 0.1 / 0.8)."""
     K = w.shape[1]
     wf = np.ascontiguousarray(w).reshape(w.size)
-    P = (rows_per_group + NR - 1) // NR
+    P = (rows_per_group + nr - 1) // nr
     KB = (K + _VW - 1) // _VW
     for item in prange(groups * P * KB):
         gp = item // KB
         k0 = (item - gp * KB) * _VW
         g = gp // P
         p = gp - g * P
-        o = gp * K * NR
-        for v in range(0, NR, _VW):
-            u0 = p * NR + v
+        o = gp * K * nr
+        for v in range(0, nr, _VW):
+            u0 = p * nr + v
             if u0 + _VW <= rows_per_group and k0 + _VW <= K:
                 transpose_block(wf, (g * rows_per_group + u0) * K + k0, K, out,
-                                o + k0 * NR + v, NR)
+                                o + k0 * nr + v, nr)
                 continue
             for j in range(v, v + _VW):
-                u = p * NR + j
+                u = p * nr + j
                 for k in range(k0, min(K, k0 + _VW)):
-                    out[o + k * NR + j] = wf[(g * rows_per_group + u) * K + k] \
+                    out[o + k * nr + j] = wf[(g * rows_per_group + u) * K + k] \
                         if u < rows_per_group else 0.0
     return out
 
@@ -396,25 +403,26 @@ COL_PACK_ROWS = 64
 
 
 @njit(parallel=True, **_JIT)
-def pack_col_panels(w, out):
+def pack_col_panels(w, out, nr=NR):
     """B panels whose columns are COLUMNS of ``w`` (K, C): P = ceil(C / NR) panels,
-    ``out[(p*K + k)*NR + j] = w[k, p*NR + j]`` (0 past C). Used for ``dg @ W_hh``."""
+    ``out[(p*K + k)*NR + j] = w[k, p*NR + j]`` (0 past C). Used for ``dg @ W_hh`` and conv2d
+    v8's W (``nr``: panels of another width)."""
     K, C = w.shape
-    P = (C + NR - 1) // NR
+    P = (C + nr - 1) // nr
     for item in prange((K + COL_PACK_ROWS - 1) // COL_PACK_ROWS):
         for k in range(item * COL_PACK_ROWS, min(K, (item + 1) * COL_PACK_ROWS)):
             row = w[k]
             for p in range(P):
-                o = (p * K + k) * NR
-                c0 = p * NR
-                if c0 + NR <= C:      # views: indices from 0 vectorise (offset indices keep
-                    d = out[o: o + NR]    # numba's negative-index check and run scalar)
-                    v = row[c0: c0 + NR]
-                    for j in range(NR):
+                o = (p * K + k) * nr
+                c0 = p * nr
+                if c0 + nr <= C:      # views: indices from 0 vectorise (offset indices keep
+                    d = out[o: o + nr]    # numba's negative-index check and run scalar)
+                    v = row[c0: c0 + nr]
+                    for j in range(nr):
                         d[j] = v[j]
                 else:
                     for j in range(C - c0):
                         out[o + j] = row[c0 + j]
-                    for j in range(C - c0, NR):
+                    for j in range(C - c0, nr):
                         out[o + j] = 0.0
     return out

@@ -136,6 +136,7 @@ from numba import njit, prange
 from . import registry
 from ._checks import check_float_array, check_shape, pair
 from ._pool_blas import SingleThreadedBLAS as _SingleThreadedBLAS
+from ._packed_gemm import CONV_NR as _GNR
 from ._packed_gemm import (DOT_MI, DOT_NJ, dot_tile, mk_tile_gather, mk_tile_gather_a,
                            mk_tile_gather_a_acc, pack_col_panels, pack_row_panels,
                            transpose_into)
@@ -1691,7 +1692,8 @@ def _direct_weight_grad(dw_acc, dout, x, g: ConvGeometry):
 #   forward   out (pixels x K)     = X~ (pixels x CRS) @ W^T (CRS x K)      W^T: one transpose
 #   bwd-data  dcol^T (pixels x CRS) = dout^T (pixels x K) @ W (K x CRS)     then col2im
 #   bwd-wt    dW^T (CRS x K)       = X~^T (CRS x pixels) @ dout^T (pixels x K)
-# Kernel alone (2-core AVX-512 EPYC): the forward at 194 GFLOP/s for that layer at N=4.
+# Tiles are MR x CONV_NR (4 x 64 with AVX-512: see kernels/_packed_gemm.py). Kernel alone
+# (2-core AVX-512 EPYC): the forward at 228 GFLOP/s for that layer at N=4 (4 x 48: 198).
 def gathered_gemm_applies(g: ConvGeometry, dtype) -> bool:
     """Whether numba v8 runs the few-output-pixel path through the gathered micro-kernel:
     float32, N*P*Q <= _BATCHED_MAX_COLUMNS (any N, stride, padding, dilation), not a 1x1
@@ -1751,16 +1753,16 @@ def _gathered_forward_tiles(xp, pix, taps, CRS, wt, ldb, pstride, b, out, outs, 
     K = b.shape[0]
     NT = (M + _MR - 1) // _MR
     per = (NT + groups - 1) // groups
-    for item in prange(((K + _NR - 1) // _NR) * groups):
+    for item in prange(((K + _GNR - 1) // _GNR) * groups):
         kp = item // groups
         t0 = (item - kp * groups) * per
         c = cbuf[numba.get_thread_id()]
-        k0, kn = kp * _NR, min(_NR, K - kp * _NR)
+        k0, kn = kp * _GNR, min(_GNR, K - kp * _GNR)
         for t in range(t0, min(NT, t0 + per)):
-            mk_tile_gather_a(xp, pix, t * _MR, taps, wt, kp * pstride, ldb, c, 0, _NR, CRS)
+            mk_tile_gather_a(xp, pix, t * _MR, taps, wt, kp * pstride, ldb, c, 0, _GNR, CRS)
             for r in range(min(_MR, M - t * _MR)):
                 dst = out[outs[t * _MR + r] + k0 * PQ:]
-                src = c[r * _NR: r * _NR + kn]
+                src = c[r * _GNR: r * _GNR + kn]
                 bk = b[k0: k0 + kn]
                 for j in range(kn):
                     dst[j * PQ] = src[j] + bk[j]
@@ -1773,12 +1775,12 @@ def _gathered_data_tiles(dout, outs, ktaps, K, wp, CRS, M, dcolT, ldc, groups):
     (panel, a range of MR-pixel tiles), each tile straight into dcolT's rows."""
     NT = (M + _MR - 1) // _MR
     per = (NT + groups - 1) // groups
-    for item in prange(((CRS + _NR - 1) // _NR) * groups):
+    for item in prange(((CRS + _GNR - 1) // _GNR) * groups):
         cp = item // groups
         t0 = (item - cp * groups) * per
         for t in range(t0, min(NT, t0 + per)):
-            mk_tile_gather_a(dout, outs, t * _MR, ktaps, wp, cp * K * _NR, _NR, dcolT,
-                             t * _MR * ldc + cp * _NR, ldc, K)
+            mk_tile_gather_a(dout, outs, t * _MR, ktaps, wp, cp * K * _GNR, _GNR, dcolT,
+                             t * _MR * ldc + cp * _GNR, ldc, K)
 
 
 @njit(parallel=True, cache=True)
@@ -1799,21 +1801,21 @@ def _gathered_weight_tiles(dout, outs, ktaps, K, M, colT, ldb, CRS, dw, cbuf, gr
     accumulated in place (through a small buffer at the right and bottom edges)."""
     KT = (K + _MR - 1) // _MR
     per = (KT + groups - 1) // groups
-    for item in prange((ldb // _NR) * groups):
+    for item in prange((ldb // _GNR) * groups):
         cp = item // groups
         t0 = (item - cp * groups) * per
-        i0 = cp * _NR
-        n_i = min(_NR, CRS - i0)
+        i0 = cp * _GNR
+        n_i = min(_GNR, CRS - i0)
         for t in range(t0, min(KT, t0 + per)):
             k0 = t * _MR
-            if n_i == _NR and k0 + _MR <= K:
+            if n_i == _GNR and k0 + _MR <= K:
                 mk_tile_gather_a_acc(dout, ktaps, k0, outs, colT, i0, ldb, dw, k0 * CRS + i0,
                                      CRS, M)
                 continue
             c = cbuf[numba.get_thread_id()]
-            mk_tile_gather_a(dout, ktaps, k0, outs, colT, i0, ldb, c, 0, _NR, M)
+            mk_tile_gather_a(dout, ktaps, k0, outs, colT, i0, ldb, c, 0, _GNR, M)
             for r in range(min(_MR, K - k0)):
-                d, src = dw[(k0 + r) * CRS + i0: (k0 + r) * CRS + i0 + n_i], c[r * _NR:]
+                d, src = dw[(k0 + r) * CRS + i0: (k0 + r) * CRS + i0 + n_i], c[r * _GNR:]
                 for j in range(n_i):
                     d[j] += src[j]
 
@@ -1825,7 +1827,7 @@ def _gathered_input(x, g: ConvGeometry, plan: _GatherPlan):
 
 
 def _cbuf():
-    return _workspace("gather_c", (_threads(), _MR * _NR), np.float32)
+    return _workspace("gather_c", (_threads(), _MR * _GNR), np.float32)
 
 
 def _gathered_forward(x, weight, b, g: ConvGeometry):
@@ -1834,25 +1836,25 @@ def _gathered_forward(x, weight, b, g: ConvGeometry):
     # W^T in NR-channel panels, each (CRS, NR) contiguous: a tile streams its B rows in order
     # (W^T row-major, rows 2 KB apart, ran the VGG 7x7 forward's tiles 5-10% slower)
     wt = pack_row_panels(weight.reshape(g.K, CRS), g.K, 1, _workspace(
-        "gather_w", (-(-g.K // _NR) * CRS * _NR,), np.float32))
+        "gather_w", (-(-g.K // _GNR) * CRS * _GNR,), np.float32), _GNR)
     out = np.empty((g.N, g.K, g.P, g.Q), np.float32)
-    _gathered_forward_tiles(_gathered_input(x, g, plan), plan.pix, plan.taps, CRS, wt, _NR,
-                            CRS * _NR, b, out.reshape(-1), plan.outs, g.N * g.P * g.Q,
+    _gathered_forward_tiles(_gathered_input(x, g, plan), plan.pix, plan.taps, CRS, wt, _GNR,
+                            CRS * _GNR, b, out.reshape(-1), plan.outs, g.N * g.P * g.Q,
                             g.P * g.Q, _cbuf(),
-                            _tile_groups(-(-g.K // _NR), plan.pix.size // _MR, _threads()))
+                            _tile_groups(-(-g.K // _GNR), plan.pix.size // _MR, _threads()))
     return out
 
 
 def _gathered_backward_data(dout, weight, g: ConvGeometry):
     plan = _gather_plan(g)
     CRS, M = g.C * g.R * g.S, g.N * g.P * g.Q
-    CRSp = -(-CRS // _NR) * _NR
+    CRSp = -(-CRS // _GNR) * _GNR
     wp = pack_col_panels(weight.reshape(g.K, CRS),
-                         _workspace("gather_w", (g.K * CRSp,), np.float32))
+                         _workspace("gather_w", (g.K * CRSp,), np.float32), _GNR)
     Mp = plan.outs.size
     dcolT = _workspace("gather_dcolT", (Mp * CRSp,), np.float32)
     _gathered_data_tiles(dout.reshape(-1), plan.outs, plan.ktaps, g.K, wp, CRS, M, dcolT,
-                         CRSp, _tile_groups(CRSp // _NR, Mp // _MR, _threads()))
+                         CRSp, _tile_groups(CRSp // _GNR, Mp // _MR, _threads()))
     dcol = _workspace("gather_dcol", (CRS, g.N, g.P * g.Q), np.float32)
     transpose_into(dcolT, 0, CRSp, M, CRS, dcol.reshape(-1), 0, M)
     dx = np.empty((g.N, g.C, g.H, g.W), np.float32)
@@ -1863,12 +1865,12 @@ def _gathered_backward_data(dout, weight, g: ConvGeometry):
 def _gathered_weight_grad(dw_acc, dout, x, g: ConvGeometry):
     plan = _gather_plan(g)
     CRS, M = g.C * g.R * g.S, g.N * g.P * g.Q
-    ldb = -(-CRS // _NR) * _NR
+    ldb = -(-CRS // _GNR) * _GNR
     colT = _workspace("gather_colT", (M * ldb,), np.float32)
     _gathered_col_rows(_gathered_input(x, g, plan), plan.pix, plan.taps, M, CRS, colT, ldb)
     _gathered_weight_tiles(dout.reshape(-1), plan.outs, plan.ktaps, g.K, M, colT, ldb, CRS,
                            dw_acc.reshape(-1), _cbuf(),
-                           _tile_groups(ldb // _NR, -(-g.K // _MR), _threads()))
+                           _tile_groups(ldb // _GNR, -(-g.K // _MR), _threads()))
 
 
 def _shaped_forward(x, weight, bias, stride, padding, dilation, tile3, pool=False,

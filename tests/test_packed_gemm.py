@@ -52,32 +52,35 @@ def test_tile_kernels_match_numpy(M, K, C, variant):
     np.testing.assert_allclose(c, want, rtol=1e-5, atol=1e-4 * np.sqrt(K))
 
 
+@pytest.mark.parametrize("nr", sorted({NR, pg.CONV_NR}))
 @pytest.mark.parametrize("G,R,K", [(3, 30, 5), (2, 2 * NR + 21, 37), (1, NR, 3 * 16)])
-def test_row_panels_layout_and_padding(G, R, K):
-    """pack_row_panels: group g, panel p, k, j holds w[g*R + p*NR + j, k]; 0 past the group.
-    Sizes with whole register-transposed blocks and partial ones at both edges."""
+def test_row_panels_layout_and_padding(G, R, K, nr):
+    """pack_row_panels: group g, panel p, k, j holds w[g*R + p*nr + j, k]; 0 past the group.
+    Sizes with whole register-transposed blocks and partial ones at both edges; the
+    recurrent panel width NR and conv2d's CONV_NR."""
     w = np.arange(G * R * K, dtype=np.float32).reshape(G * R, K) + 1
-    P = -(-R // NR)
-    out = pg.pack_row_panels(w, R, G, np.full(G * P * K * NR, np.nan, np.float32))
-    out = out.reshape(G, P, K, NR)
+    P = -(-R // nr)
+    out = pg.pack_row_panels(w, R, G, np.full(G * P * K * nr, np.nan, np.float32), nr)
+    out = out.reshape(G, P, K, nr)
     for g in range(G):
         for p in range(P):
-            for j in range(NR):
-                u = p * NR + j
+            for j in range(nr):
+                u = p * nr + j
                 want = w[g * R + u] if u < R else np.zeros(K, np.float32)
                 np.testing.assert_array_equal(out[g, p, :, j], want)
 
 
+@pytest.mark.parametrize("nr", sorted({NR, pg.CONV_NR}))
 @pytest.mark.parametrize("K,C", [(7, 50), (pg.COL_PACK_ROWS * 2 + 3, 2 * NR), (1, 5)])
-def test_col_panels_layout_and_padding(K, C):
+def test_col_panels_layout_and_padding(K, C, nr):
     """Every entry written once (NaN-filled output), zero past C; K past several row blocks
     with a partial last one; C a whole number of panels or a partial last panel."""
     w = np.arange(K * C, dtype=np.float32).reshape(K, C) + 1
-    P = -(-C // NR)
-    out = pg.pack_col_panels(w, np.full(P * K * NR, np.nan, np.float32)).reshape(P, K, NR)
-    full = np.zeros((K, P * NR), np.float32)
+    P = -(-C // nr)
+    out = pg.pack_col_panels(w, np.full(P * K * nr, np.nan, np.float32), nr).reshape(P, K, nr)
+    full = np.zeros((K, P * nr), np.float32)
     full[:, :C] = w
-    np.testing.assert_array_equal(out, full.reshape(K, P, NR).transpose(1, 0, 2))
+    np.testing.assert_array_equal(out, full.reshape(K, P, nr).transpose(1, 0, 2))
 
 
 def test_tile_kernel_rejects_other_dtypes():
