@@ -268,15 +268,15 @@ def _make_dot_tile_kernel(MI, NJ, _VW=_VW):
 # gathered (an implicit im2col matrix) 4 x 64 ran 228-232 GFLOP/s against 4 x 48's 198-200 and
 # 6 x 64's 224-230 (VGG 7x7 / 14x14 forwards, 2 cores); with AVX2's 16 registers 4 x 32 would
 # spill, so NR stays.
-CONV_NR = 4 * _VW if _VW == 16 else NR
+GATHER_NR = 4 * _VW if _VW == 16 else NR
 
 DOT_MI, DOT_NJ = 4, 4       # 16 vector accumulators, 8 loads per 16 FMAs
 dot_tile = _make_dot_tile_kernel(DOT_MI, DOT_NJ)
 # direct convolution's forward: the micro-kernel with B rows gathered at tap offsets
 mk_tile_gather = _make_tile_kernel(0, False, gather="b")
 # few-output-pixel convolutions (conv2d v8): A an implicit im2col matrix, B row-major
-mk_tile_gather_a = _make_tile_kernel(0, False, NR=CONV_NR, gather="a")
-mk_tile_gather_a_acc = _make_tile_kernel(0, True, NR=CONV_NR, gather="a")     # c += the tile
+mk_tile_gather_a = _make_tile_kernel(0, False, NR=GATHER_NR, gather="a")
+mk_tile_gather_a_acc = _make_tile_kernel(0, True, NR=GATHER_NR, gather="a")     # c += the tile
 
 
 mk_tile = _make_tile_kernel(0, False)
@@ -365,7 +365,7 @@ def pack_row_panels(w, rows_per_group, groups, out, nr=NR):
     ``g*rows_per_group ..`` cut into P = ceil(rows_per_group / NR) panels;
     ``out[((g*P + p)*K + k)*NR + j] = w[g*rows_per_group + p*NR + j, k]`` (0 past the group).
     Used for ``h @ W_hh^T`` (one panel = NR hidden units of one gate) and conv2d v8's W^T
-    (with ``nr`` = CONV_NR: panels of another width, a multiple of VW).
+    (with ``nr`` = GATHER_NR: panels of another width, a multiple of VW).
     Work items of VW columns of one panel, transposed in VW x VW register blocks where whole
     (edges element by element): writing each row of w down a panel's column, NR floats apart,
     ran 0.45 ms for 512 x 2304 and 2.3 ms for 4000 x 1000 on 2 cores (a copy: 0.1 / 0.8)."""

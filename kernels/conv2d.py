@@ -136,14 +136,14 @@ from numba import njit, prange
 from . import registry
 from ._checks import check_float_array, check_shape, pair
 from ._pool_blas import SingleThreadedBLAS as _SingleThreadedBLAS
-from ._packed_gemm import CONV_NR as _GNR
+from ._packed_gemm import GATHER_NR as _GNR
 from ._packed_gemm import (DOT_MI, DOT_NJ, dot_tile, mk_tile_gather, mk_tile_gather_a,
-                           mk_tile_gather_a_acc, pack_col_panels, pack_row_panels,
-                           transpose_into)
+                           pack_col_panels, pack_row_panels, transpose_into)
 from ._packed_gemm import MR as _MR
 from ._packed_gemm import NR as _NR
 from ._packed_gemm import _VW
 from ._pool_blas import pool_matmul, pool_matmul_nt_accumulate, pool_matmul_tn
+from ._tile_gemm import tile_gemm, tile_groups
 from .cuda.common import THREADS as CUDA_THREADS
 from .cuda.common import blocks_for, ctype, device_xp, register_cuda
 from .cuda.loader import load_module
@@ -1686,13 +1686,16 @@ def _direct_weight_grad(dw_acc, dout, x, g: ConvGeometry):
 # VGG's 7x7 layers (N*P*Q <= 256) are where im2col + OpenBLAS trails oneDNN most: v7 ran
 # 256 -> 512 channels at N=4 at 124-133 GFLOP/s per pass, PyTorch at 205-225. Here each pass is
 # the packed micro-kernel with its A operand GATHERED (``mk_tile_gather_a``: A's (k, r) value
-# at ``rows[r] + taps[k]``, so im2col is never stored) and its B operand a plain row-major
-# matrix; a tile is MR output pixels x NR channels, so no position is computed and dropped
-# (unlike v7's direct path, whose rows of 7 + 2 padded columns would waste 3x):
-#   forward   out (pixels x K)     = X~ (pixels x CRS) @ W^T (CRS x K)      W^T: one transpose
-#   bwd-data  dcol^T (pixels x CRS) = dout^T (pixels x K) @ W (K x CRS)     then col2im
-#   bwd-wt    dW^T (CRS x K)       = X~^T (CRS x pixels) @ dout^T (pixels x K)
-# Tiles are MR x CONV_NR (4 x 64 with AVX-512: see kernels/_packed_gemm.py). Kernel alone
+# at ``rows[r] + taps[k]``, so im2col is never stored or dout never transposed) and its B
+# operand in column panels; a tile is MR rows x GATHER_NR columns, so no output position is
+# computed and dropped (unlike v7's direct path, whose rows of 7 + 2 padded columns would
+# waste 3x):
+#   forward   out (pixels x K)      = X~ (pixels x CRS) @ W^T (CRS x K)   W^T: transposing pack
+#   bwd-data  dcol^T (pixels x CRS) = dout^T (pixels x K) @ W (K x CRS)   then col2im
+#   bwd-wt    dW (K x CRS)         += dout (K x pixels) @ col^T (pixels x CRS), col^T gathered
+# (the backward passes through kernels/_tile_gemm.py's driver, the forward its own: bias and
+# the NCHW scatter in the epilogue).
+# Tiles are MR x GATHER_NR (4 x 64 with AVX-512: see kernels/_packed_gemm.py). Kernel alone
 # (2-core AVX-512 EPYC): the forward at 228 GFLOP/s for that layer at N=4 (4 x 48: 198).
 def gathered_gemm_applies(g: ConvGeometry, dtype) -> bool:
     """Whether numba v8 runs the few-output-pixel path through the gathered micro-kernel:
@@ -1734,16 +1737,6 @@ def _gather_plan(g: ConvGeometry) -> _GatherPlan:
                        _padded_table(np.arange(g.K) * PQ, _MR))
 
 
-def _tile_groups(panels: int, tiles: int, threads: int) -> int:
-    """Work items per panel (each a range of tiles that reuses the panel from cache): the
-    fewest that share panels * groups evenly between the threads (prange hands each thread a
-    contiguous run: 11 panels on 2 threads ran 6 against 5), else give each 16 items."""
-    g = 1
-    while g < tiles and (panels * g) % threads and panels * g < 16 * threads:
-        g += 1
-    return g
-
-
 @njit(parallel=True, cache=True)
 def _gathered_forward_tiles(xp, pix, taps, CRS, wt, ldb, pstride, b, out, outs, M, PQ, cbuf,
                             groups):
@@ -1769,21 +1762,6 @@ def _gathered_forward_tiles(xp, pix, taps, CRS, wt, ldb, pstride, b, out, outs, 
 
 
 @njit(parallel=True, cache=True)
-def _gathered_data_tiles(dout, outs, ktaps, K, wp, CRS, M, dcolT, ldc, groups):
-    """dcolT[m*ldc + i] = sum_k dout[outs[m] + ktaps[k]] * W[k, i] for the M output pixels m
-    (rows past M: junk), W in NR-column panels ``wp`` (:func:`pack_col_panels`); work items of
-    (panel, a range of MR-pixel tiles), each tile straight into dcolT's rows."""
-    NT = (M + _MR - 1) // _MR
-    per = (NT + groups - 1) // groups
-    for item in prange(((CRS + _GNR - 1) // _GNR) * groups):
-        cp = item // groups
-        t0 = (item - cp * groups) * per
-        for t in range(t0, min(NT, t0 + per)):
-            mk_tile_gather_a(dout, outs, t * _MR, ktaps, wp, cp * K * _GNR, _GNR, dcolT,
-                             t * _MR * ldc + cp * _GNR, ldc, K)
-
-
-@njit(parallel=True, cache=True)
 def _gathered_col_rows(xp, pix, taps, M, CRS, colT, ldc):
     """colT[m*ldc + i] = xp[pix[m] + taps[i]]: output pixel m's im2col row (0 past CRS)."""
     for m in prange(M):
@@ -1792,32 +1770,6 @@ def _gathered_col_rows(xp, pix, taps, M, CRS, colT, ldc):
             row[i] = xp[base + taps[i]]
         for i in range(CRS, ldc):
             row[i] = 0.0
-
-
-@njit(parallel=True, cache=True)
-def _gathered_weight_tiles(dout, outs, ktaps, K, M, colT, ldb, CRS, dw, cbuf, groups):
-    """dw[k*CRS + i] += sum_m dout[outs[m] + ktaps[k]] * colT[m*ldb + i] over the M output
-    pixels; work items of (NR-column panel of dw, a range of MR-channel tiles), each tile
-    accumulated in place (through a small buffer at the right and bottom edges)."""
-    KT = (K + _MR - 1) // _MR
-    per = (KT + groups - 1) // groups
-    for item in prange((ldb // _GNR) * groups):
-        cp = item // groups
-        t0 = (item - cp * groups) * per
-        i0 = cp * _GNR
-        n_i = min(_GNR, CRS - i0)
-        for t in range(t0, min(KT, t0 + per)):
-            k0 = t * _MR
-            if n_i == _GNR and k0 + _MR <= K:
-                mk_tile_gather_a_acc(dout, ktaps, k0, outs, colT, i0, ldb, dw, k0 * CRS + i0,
-                                     CRS, M)
-                continue
-            c = cbuf[numba.get_thread_id()]
-            mk_tile_gather_a(dout, ktaps, k0, outs, colT, i0, ldb, c, 0, _GNR, M)
-            for r in range(min(_MR, K - k0)):
-                d, src = dw[(k0 + r) * CRS + i0: (k0 + r) * CRS + i0 + n_i], c[r * _GNR:]
-                for j in range(n_i):
-                    d[j] += src[j]
 
 
 def _gathered_input(x, g: ConvGeometry, plan: _GatherPlan):
@@ -1841,7 +1793,7 @@ def _gathered_forward(x, weight, b, g: ConvGeometry):
     _gathered_forward_tiles(_gathered_input(x, g, plan), plan.pix, plan.taps, CRS, wt, _GNR,
                             CRS * _GNR, b, out.reshape(-1), plan.outs, g.N * g.P * g.Q,
                             g.P * g.Q, _cbuf(),
-                            _tile_groups(-(-g.K // _GNR), plan.pix.size // _MR, _threads()))
+                            tile_groups(-(-g.K // _GNR), plan.pix.size // _MR, _threads()))
     return out
 
 
@@ -1853,8 +1805,10 @@ def _gathered_backward_data(dout, weight, g: ConvGeometry):
                          _workspace("gather_w", (g.K * CRSp,), np.float32), _GNR)
     Mp = plan.outs.size
     dcolT = _workspace("gather_dcolT", (Mp * CRSp,), np.float32)
-    _gathered_data_tiles(dout.reshape(-1), plan.outs, plan.ktaps, g.K, wp, CRS, M, dcolT,
-                         CRSp, _tile_groups(CRSp // _GNR, Mp // _MR, _threads()))
+    # dcol^T (pixels, CRS) = dout^T (pixels, K) @ W: dout read in place (pixel m's channel k
+    # at outs[m] + ktaps[k]), W in column panels
+    tile_gemm(dout.reshape(-1), plan.outs, plan.ktaps[:g.K], wp, _GNR, g.K * _GNR, M, CRS,
+              dcolT, CRSp, False, _cbuf(), tile_groups(CRSp // _GNR, Mp // _MR, _threads()))
     dcol = _workspace("gather_dcol", (CRS, g.N, g.P * g.Q), np.float32)
     transpose_into(dcolT, 0, CRSp, M, CRS, dcol.reshape(-1), 0, M)
     dx = np.empty((g.N, g.C, g.H, g.W), np.float32)
@@ -1868,9 +1822,11 @@ def _gathered_weight_grad(dw_acc, dout, x, g: ConvGeometry):
     ldb = -(-CRS // _GNR) * _GNR
     colT = _workspace("gather_colT", (M * ldb,), np.float32)
     _gathered_col_rows(_gathered_input(x, g, plan), plan.pix, plan.taps, M, CRS, colT, ldb)
-    _gathered_weight_tiles(dout.reshape(-1), plan.outs, plan.ktaps, g.K, M, colT, ldb, CRS,
-                           dw_acc.reshape(-1), _cbuf(),
-                           _tile_groups(ldb // _GNR, -(-g.K // _MR), _threads()))
+    # dW (K, CRS) += dout (K, pixels) @ col^T: dout read in place (channel k's pixel m at
+    # ktaps[k] + outs[m]), col^T's rows (one per pixel) as B
+    tile_gemm(dout.reshape(-1), plan.ktaps, plan.outs[:M], colT, ldb, _GNR, g.K, CRS,
+              dw_acc.reshape(-1), CRS, True, _cbuf(),
+              tile_groups(ldb // _GNR, -(-g.K // _MR), _threads()))
 
 
 def _shaped_forward(x, weight, bias, stride, padding, dilation, tile3, pool=False,

@@ -52,12 +52,12 @@ def test_tile_kernels_match_numpy(M, K, C, variant):
     np.testing.assert_allclose(c, want, rtol=1e-5, atol=1e-4 * np.sqrt(K))
 
 
-@pytest.mark.parametrize("nr", sorted({NR, pg.CONV_NR}))
+@pytest.mark.parametrize("nr", sorted({NR, pg.GATHER_NR}))
 @pytest.mark.parametrize("G,R,K", [(3, 30, 5), (2, 2 * NR + 21, 37), (1, NR, 3 * 16)])
 def test_row_panels_layout_and_padding(G, R, K, nr):
     """pack_row_panels: group g, panel p, k, j holds w[g*R + p*nr + j, k]; 0 past the group.
     Sizes with whole register-transposed blocks and partial ones at both edges; the
-    recurrent panel width NR and conv2d's CONV_NR."""
+    recurrent panel width NR and conv2d's GATHER_NR."""
     w = np.arange(G * R * K, dtype=np.float32).reshape(G * R, K) + 1
     P = -(-R // nr)
     out = pg.pack_row_panels(w, R, G, np.full(G * P * K * nr, np.nan, np.float32), nr)
@@ -70,7 +70,7 @@ def test_row_panels_layout_and_padding(G, R, K, nr):
                 np.testing.assert_array_equal(out[g, p, :, j], want)
 
 
-@pytest.mark.parametrize("nr", sorted({NR, pg.CONV_NR}))
+@pytest.mark.parametrize("nr", sorted({NR, pg.GATHER_NR}))
 @pytest.mark.parametrize("K,C", [(7, 50), (pg.COL_PACK_ROWS * 2 + 3, 2 * NR), (1, 5)])
 def test_col_panels_layout_and_padding(K, C, nr):
     """Every entry written once (NaN-filled output), zero past C; K past several row blocks
