@@ -3,21 +3,30 @@ numba's threads: A is read in place through two offset tables (``A[m, k] = a[row
 taps[k]]``: a row-major matrix, its transpose or an implicit im2col matrix alike), B in
 GATHER_NR-column panels that stay in L2 while a thread's row tiles stream past them.
 
-Used by conv2d v8's backward passes (few output pixels). Tried for the GEMMs around a
-recurrent layer (LSTM T=6 N=32 Hd=512: dW_ih / dx / input projection, 192-row operands) as
-A @ B, A @ B^T and C += A^T @ B wrappers: 190-202 GFLOP/s against 174-196 for
-``kernels/_pool_blas.py``'s single-threaded OpenBLAS calls on the 2-core AVX-512 EPYC, in
-isolation; too close to carry a new recurrent version, so not used there.
+Used by conv2d v8's backward passes (few output pixels) and, through :func:`tile_matmul`
+(A @ B), :func:`tile_matmul_nt` (A @ B^T) and :func:`tile_matmul_tn_accumulate` (C += A^T @ B),
+by recurrent v9's GEMMs outside the time loop (input projection, dW_ih, dW_hh, dx). There, on
+the 2-core AVX-512 EPYC, LSTM T=6 N=32 Hd=512's 192-row GEMMs ran 190-202 GFLOP/s against
+174-196 for ``kernels/_pool_blas.py``'s single-threaded OpenBLAS calls in isolation, and the
+layer's fwd+bwd 5-9% faster on DeepBench-sized rows. Without blocking over k a B panel is k x
+GATHER_NR floats: past a core's L2 (the speech shape's T*N = 6400-deep dW) it lost 9%, so
+:func:`tile_fits` keeps those on OpenBLAS.
 """
 from __future__ import annotations
 
 import numba
+import numpy as np
 from numba import njit, prange
 
 from ._packed_gemm import GATHER_NR as NR
-from ._packed_gemm import MR, mk_tile_gather_a, mk_tile_gather_a_acc
+from ._packed_gemm import MR, mk_tile_gather_a, mk_tile_gather_a_acc, pack_col_panels, \
+    pack_row_panels
 
-__all__ = ["tile_gemm", "tile_groups"]
+__all__ = ["tile_gemm", "tile_groups", "tile_fits", "tile_matmul", "tile_matmul_nt",
+           "tile_matmul_tn_accumulate"]
+
+#: largest B panel (k * GATHER_NR float32) the NumPy-level wrappers take: half a core's L2
+TILE_MAX_PANEL_BYTES = 512 << 10
 
 
 @njit(parallel=True, cache=True)
@@ -67,3 +76,50 @@ def tile_groups(panels: int, tiles: int, threads: int) -> int:
     while g < tiles and (panels * g) % threads and panels * g < 16 * threads:
         g += 1
     return g
+
+
+def tile_fits(k: int) -> bool:
+    """Whether a k-deep product's B panels (k x GATHER_NR float32) fit TILE_MAX_PANEL_BYTES."""
+    return k * NR * 4 <= TILE_MAX_PANEL_BYTES
+
+
+def _offsets(n: int, step: int, multiple: int = 1) -> np.ndarray:
+    """``[0, step, 2*step, ...]`` (n of them), then 0s (a valid offset) up to a multiple."""
+    t = np.zeros(-(-n // multiple) * multiple, np.int64)
+    t[:n] = np.arange(n, dtype=np.int64) * step
+    return t
+
+
+def _run(a, rows, taps, bp, M, N, c, accumulate):
+    T = numba.get_num_threads()
+    tile_gemm(a.reshape(-1), rows, taps, bp, NR, taps.size * NR, M, N, c.reshape(-1),
+              c.shape[1], accumulate, np.empty((T, MR * NR), np.float32),
+              tile_groups(-(-N // NR), -(-M // MR), T))
+    return c
+
+
+def _col_panels(b):
+    K, N = b.shape
+    return pack_col_panels(b, np.empty(-(-N // NR) * K * NR, np.float32), NR)
+
+
+def tile_matmul(a, b):
+    """``a (M, K) @ b (K, N)``, new (M, N); C-contiguous float32 operands."""
+    (M, K), N = a.shape, b.shape[1]
+    return _run(a, _offsets(M, K, MR), _offsets(K, 1), _col_panels(b), M, N,
+                np.empty((M, N), np.float32), False)
+
+
+def tile_matmul_nt(a, bt):
+    """``a (M, K) @ bt (N, K)^T``, new (M, N): bt's rows become B's columns through a
+    register-block transposing pack."""
+    (M, K), N = a.shape, bt.shape[0]
+    bp = pack_row_panels(bt, N, 1, np.empty(-(-N // NR) * K * NR, np.float32), NR)
+    return _run(a, _offsets(M, K, MR), _offsets(K, 1), bp, M, N, np.empty((M, N), np.float32),
+                False)
+
+
+def tile_matmul_tn_accumulate(c, a, b):
+    """``c (M, N) += a (K, M)^T @ b (K, N)`` in place (A^T read in place: no transpose)."""
+    (K, M), N = a.shape, b.shape[1]
+    return _run(a, _offsets(M, 1, MR), _offsets(K, M), _col_panels(b), M, N, c, True)
