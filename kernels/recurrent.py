@@ -123,7 +123,7 @@ numba v7  v6, and at N <= GEMV_MAX_N (1) in float32 the GEMV twins of v6's loops
           step, the dot form over a transposed copy 0.12-0.13 ms, which does not pay for the
           transpose. From N=2 the packed micro-kernel wins (4x48 tile; packed vs the GEMV loops,
           LSTM N=2 61 vs 69 ms, N=3 72 vs 107; GRU N=2 44 vs 47, N=3 59 vs 80).
-numba v8  v7 with v6's packed loops split by sentences instead of hidden units where
+numba v8  (default) v7 with v6's packed loops split by sentences instead of hidden units where
           that pays (``_row_split``: W_hh's packed panels within about a core's L2, or up to
           8 MB with 2+ tiles of MR sentences per thread; the tiles evenly shared): each
           thread owns whole MR-sentence tiles, runs the micro-kernel over ALL of W_hh's
@@ -134,17 +134,6 @@ numba v8  v7 with v6's packed loops split by sentences instead of hidden units w
           1.97 -> 1.47 ms, T=6 N=32 Hd=128 1.56 -> 1.32, T=25 N=8 Hd=128 1.73 -> 1.44, T=6
           N=32 Hd=256 8.1 -> 6.8; ReLU RNN T=12 N=32 Hd=440 8.6 -> 7.9. The speech shape's
           16 MB W_hh stays on the unit split (a tie there: each thread would stream all of it).
-          The numba default until v9.
-numba v9  (default) v8 with the GEMMs outside the time loop (input projection, dW_ih, dW_hh,
-          dx; float32, where v6 already runs them on numba's threads) through the gathered
-          4x64 micro-kernel (``kernels/_tile_gemm.py``: A read in place through offset
-          tables, B in column panels) instead of one single-threaded OpenBLAS call per
-          thread, where a GEMM's B panels (depth x 64 floats) fit half a core's L2
-          (``tile_fits``): the 192-row GEMMs of LSTM T=6 N=32 Hd=512 ran 190-202 GFLOP/s
-          against 174-196. Fwd+bwd, interleaved, v8 -> v9 (2-core AVX-512 EPYC): LSTM T=6
-          N=32 Hd=512 16.2 -> 15.0 ms, T=6 N=16 Hd=256 2.44 -> 2.25, T=38 N=16 Hd=64 1.44 ->
-          1.32; GRU T=6 N=32 Hd=512 12.0 -> 11.2. The speech shape's dW (6400 deep: 1.6 MB
-          panels) stays on OpenBLAS: through the tiles it lost 9%.
 Jordan: ``jordan_sequence_forward`` / ``jordan_sequence_backward`` on numpy v1 and numba v1 (one
 njit call for the loop, BLAS inside).
 
@@ -234,7 +223,6 @@ try:  # numba is a hard dependency, but keep `import kernels.recurrent` alive wi
     from ._packed_gemm import (MR, NR, mk_tile, mk_tile_acc, mk_tile_acc_prefetch,
                                mk_tile_prefetch, pack_col_panels, pack_row_panels)
     from ._pool_blas import SingleThreadedBLAS, pool_matmul, pool_matmul_tn_accumulate
-    from ._tile_gemm import tile_fits, tile_matmul, tile_matmul_nt, tile_matmul_tn_accumulate
     from ._stream_gemv import axpy_cols, dot_rows
     _HAVE_NUMBA = True
 except Exception:  # pragma: no cover
@@ -378,25 +366,10 @@ def _param_grads(dw_ih, dw_hh, db_ih, db_hh, dgx, dgh, x, hprev, w_ih):
     return (DGX @ w_ih).reshape(T, N, I)
 
 
-def _tiles_take(tiles, k, *arrays):
-    """Whether recurrent v9 runs a k-deep GEMM of these operands through the gathered
-    micro-kernel (:mod:`kernels._tile_gemm`): float32, C-contiguous, B panels within L2."""
-    return tiles and tile_fits(k) and all(
-        a.dtype == np.float32 and a.flags.c_contiguous for a in arrays)
-
-
-def _tn_accumulate(tiles, c, a, b):
-    if _tiles_take(tiles, a.shape[0], c, a, b):
-        tile_matmul_tn_accumulate(c, a, b)
-    else:
-        pool_matmul_tn_accumulate(c, a, b)
-
-
-def _param_grads_pool(dw_ih, dw_hh, db_ih, db_hh, dgx, dgh, x, hprev, w_ih, tiles=False):
+def _param_grads_pool(dw_ih, dw_hh, db_ih, db_hh, dgx, dgh, x, hprev, w_ih):
     """:func:`_param_grads` with its GEMMs on numba's threads (:mod:`kernels._pool_blas`:
     OpenBLAS's own threads would wait for the spinning OpenMP threads of the BPTT loop that
-    just ended; ``tiles`` (v9): through the gathered micro-kernel where :func:`_tiles_take`);
-    NumPy arrays only."""
+    just ended); NumPy arrays only."""
     T, N, I = x.shape
     GHd = dgx.shape[-1]
     Hd = hprev.shape[-1]
@@ -404,11 +377,10 @@ def _param_grads_pool(dw_ih, dw_hh, db_ih, db_hh, dgx, dgh, x, hprev, w_ih, tile
     DGH = dgh.reshape(T * N, GHd)
     with SingleThreadedBLAS():                    # one BLAS limit for the three GEMMs
         if dw_ih is not None:
-            _tn_accumulate(tiles, dw_ih, DGX, x.reshape(T * N, I))
+            pool_matmul_tn_accumulate(dw_ih, DGX, x.reshape(T * N, I))
         if dw_hh is not None:
-            _tn_accumulate(tiles, dw_hh, DGH, hprev.reshape(T * N, Hd))
-        dx = (tile_matmul(DGX, w_ih) if _tiles_take(tiles, GHd, DGX, w_ih)
-              else pool_matmul(DGX, w_ih)).reshape(T, N, I)
+            pool_matmul_tn_accumulate(dw_hh, DGH, hprev.reshape(T * N, Hd))
+        dx = pool_matmul(DGX, w_ih).reshape(T, N, I)
     if db_ih is not None:
         db_ih += DGX.sum(axis=0)
     if db_hh is not None:
@@ -416,13 +388,11 @@ def _param_grads_pool(dw_ih, dw_hh, db_ih, db_hh, dgx, dgh, x, hprev, w_ih, tile
     return dx
 
 
-def _input_projection_pool(x, w_ih, b_ih, tiles=False):
+def _input_projection_pool(x, w_ih, b_ih):
     """:func:`_input_projection` as one GEMM split over numba's threads (see
-    :func:`_param_grads_pool`, also for ``tiles``); NumPy arrays only."""
+    :func:`_param_grads_pool`); NumPy arrays only."""
     T, N, I = x.shape
-    x2 = x.reshape(T * N, I)
-    xg = (tile_matmul_nt(x2, w_ih) if _tiles_take(tiles, I, x2, w_ih)
-          else pool_matmul(x2, w_ih.T)).reshape(T, N, w_ih.shape[0])
+    xg = pool_matmul(x.reshape(T * N, I), w_ih.T).reshape(T, N, w_ih.shape[0])
     if b_ih is not None:
         xg += b_ih
     return xg
@@ -1786,17 +1756,15 @@ def _v4_backward(code, cell, dyv, has_dy, dh, dc, w_hh, hprev, gates, aux1, aux2
 
 
 def _nb_prepare_forward(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, fast_t=False,
-                        fused=None, tiles=False):
+                        fused=None):
     """Checks and buffers of a numba forward; ``fused`` (see :func:`_fused_loop`) picks the
     W_hh layout its time loop reads: "packed" micro-kernel panels of W_hh^T, "gemv" W_hh
-    as given, None W_hh^T; ``tiles`` (v9) the input projection's GEMM (see
-    :func:`_param_grads_pool`)."""
+    as given, None W_hh^T."""
     x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, T, N, G, Hd = _check_forward(
         cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths)
     dt = x.dtype
     pool = fused is not None and _pool_gemms(T, N, G, Hd, x.shape[2])
-    xg = (_input_projection_pool(x, w_ih, b_ih, tiles) if pool              # ONE GEMM
-          else _input_projection(x, w_ih, b_ih))
+    xg = (_input_projection_pool if pool else _input_projection)(x, w_ih, b_ih)   # ONE GEMM
     if fused == "packed":                                 # v6: W_hh^T in micro-kernel panels
         wT = pack_row_panels(w_hh, Hd, G, np.empty(G * -(-Hd // NR) * Hd * NR, dt))
     elif fused == "gemv":                                 # v7: dot_rows reads W_hh's rows
@@ -1905,8 +1873,7 @@ def _nb_forward(version, cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, rever
     fused = _fused_loop(version, x)
     asked, version = version, min(version, 5)
     xg, wT, bhh, h, c, lens, cache, y, aux1, aux2, T, N, G, Hd = _nb_prepare_forward(
-        cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, fast_t=(version >= 4), fused=fused,
-        tiles=asked >= 9)
+        cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, fast_t=(version >= 4), fused=fused)
     code = _CODE[cell]
     if fused == "gemv":
         h, c = _seq_fwd_v7(code, xg, w_hh, bhh, h, c, lens, bool(reverse), y, cache["hprev"],
@@ -2020,11 +1987,8 @@ def _nb_backward(version, cell, dw_ih, dw_hh, db_ih, db_hh, dy, dh_n, dc_n, x, w
         dh, dc = _seq_bwd_v3(code, dyv, has_dy, dh, dc, w_hh, hprev, gates, aux1, aux2, dgx,
                              dgh, lens, rev, k, _block_size(Hd, 1))
     pool = fused is not None and _pool_gemms(T, N, G, Hd, x.shape[2])
-    if pool:
-        dx = _param_grads_pool(dw_ih, dw_hh, db_ih, db_hh, dgx, dgh, x, hprev, w_ih,
-                               tiles=asked >= 9)
-    else:
-        dx = _param_grads(dw_ih, dw_hh, db_ih, db_hh, dgx, dgh, x, hprev, w_ih)
+    dx = (_param_grads_pool if pool else _param_grads)(dw_ih, dw_hh, db_ih, db_hh, dgx, dgh, x,
+                                                        hprev, w_ih)
     if cell == "lstm":
         return dx, dh, dc
     return dx, dh
@@ -2295,10 +2259,8 @@ def _make(cell):
                "W_hh as stored, fused with the gates (forward and BPTT); float64 runs as v5",
             8: "v7, with the packed loops split by sentences where W_hh's panels fit a core's "
                "L2 (every thread runs all T steps of its sentences in ONE parallel region, "
-               "no barrier per step)",
-            9: "v8, with the GEMMs outside the time loop (input projection, dW_ih, dW_hh, dx) "
-               "through the gathered 4x64 micro-kernel where B's panels fit L2 (float32)"}
-    for v in (1, 2, 3, 4, 5, 6, 7, 8, 9):
+               "no barrier per step)"}
+    for v in (1, 2, 3, 4, 5, 6, 7, 8):
         if lstm:
             def nb_fwd(x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths=None, reverse=False, _v=v):
                 return _nb_forward(_v, cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, reverse)
@@ -2316,9 +2278,9 @@ def _make(cell):
                        reverse=False, bptt_steps=None, _v=v):
                 return _nb_backward(_v, cell, dw_ih, dw_hh, db_ih, db_hh, dy, dh_n, None, x,
                                     w_ih, w_hh, cache, lengths, reverse, bptt_steps)
-        registry.register(f"{cell}_sequence_forward", "numba", v, default=(v == 9),
+        registry.register(f"{cell}_sequence_forward", "numba", v, default=(v == 8),
                           doc=docs[v])(nb_fwd)
-        registry.register(f"{cell}_sequence_backward", "numba", v, default=(v == 9),
+        registry.register(f"{cell}_sequence_backward", "numba", v, default=(v == 8),
                           doc=docs[v])(nb_bwd)
 
 

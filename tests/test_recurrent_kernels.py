@@ -10,7 +10,7 @@ from kernels import recurrent, registry
 from kernels.recurrent import CELLS, GATES, SMALL_N
 from util import assert_close, numerical_grad
 
-VERSIONS = [("numba", v) for v in (1, 2, 3, 4, 5, 6, 7, 8, 9)]
+VERSIONS = [("numba", v) for v in (1, 2, 3, 4, 5, 6, 7, 8)]
 
 
 def make(cell, T, N, I, Hd, dtype, rng, scale=0.5):
@@ -549,37 +549,6 @@ def test_v8_splits_by_sentences_where_w_hh_is_small_and_tiles_share_evenly(monke
     assert not split(8, 64, 4, 1000)                            # 16 MB: past the bound
     monkeypatch.setattr(recurrent, "V6_THREADS", 1)
     assert split(8, 2, 4, 64)                                   # one thread: one region
-
-
-@pytest.mark.parametrize("cell", CELLS)
-def test_v9_tile_gemms_match_reference(cell, monkeypatch):
-    """numba v9 runs the GEMMs outside the time loop through kernels/_tile_gemm.py (spied: the
-    input projection, dW_ih, dW_hh, dx) where their B panels fit, and OpenBLAS (pool) where
-    they do not (the bound lowered below every depth); both match the reference, with lengths
-    and reverse, with and without bias. Sizes off the 4 x 64 tiles (T*N = 30 rows, G*Hd and I
-    not multiples of 64) and above POOL_GEMM_MIN_MACS, so the pool path runs at all."""
-    ran = []
-    for name in ("tile_matmul", "tile_matmul_nt", "tile_matmul_tn_accumulate", "pool_matmul",
-                 "pool_matmul_tn_accumulate"):
-        real = getattr(recurrent, name)
-        monkeypatch.setattr(recurrent, name, lambda *a, _r=real, _n=name: ran.append(_n)
-                            or _r(*a))
-    rng = np.random.default_rng(9)
-    T, N, I, G, Hd = 8, 6, 37, GATES[cell], 140
-    p = make(cell, T, N, I, Hd, np.float32, rng, scale=0.1)    # (0.4: gradients explode)
-    assert recurrent._pool_gemms(T, N, G, Hd, I)
-    lengths = rng.integers(1, T + 1, size=N)
-    for kw in (dict(), dict(lengths=lengths, reverse=True, bias=False)):
-        ran.clear()
-        compare(run(cell, "numba", 9, p, **kw), run(cell, "numpy", 1, p, **kw), np.float32,
-                f"{cell} v9 tiles {kw}")
-        assert sorted(ran) == ["tile_matmul", "tile_matmul_nt", "tile_matmul_tn_accumulate",
-                               "tile_matmul_tn_accumulate"]
-    monkeypatch.setattr(recurrent, "tile_fits", lambda k: False)
-    ran.clear()
-    compare(run(cell, "numba", 9, p), run(cell, "numpy", 1, p), np.float32, f"{cell} v9 pool")
-    assert sorted(ran) == ["pool_matmul", "pool_matmul", "pool_matmul_tn_accumulate",
-                           "pool_matmul_tn_accumulate"]
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])

@@ -53,7 +53,7 @@ IMPLS = {
                "numba/v7", "numba/v8", "cuda/v1", "cuda/v2", "cuda/v3"],
     "pool": ["numpy/v1", "numba/v1", "numba/v2", "numba/v3", "numba/v4", "cuda/v1", "cuda/v2"],
     "rnn": ["numpy/v1", "numba/v1", "numba/v2", "numba/v3", "numba/v4", "numba/v5", "numba/v6",
-            "numba/v7", "numba/v8", "numba/v9", "cuda/v1", "cuda/v2", "cuda/v3", "cuda/v4"],
+            "numba/v7", "numba/v8", "cuda/v1", "cuda/v2", "cuda/v3", "cuda/v4"],
 }
 
 
