@@ -1801,13 +1801,16 @@ def _gathered_backward_data(dout, weight, g: ConvGeometry):
     plan = _gather_plan(g)
     CRS, M = g.C * g.R * g.S, g.N * g.P * g.Q
     CRSp = -(-CRS // _GNR) * _GNR
-    wp = pack_col_panels(weight.reshape(g.K, CRS),
-                         _workspace("gather_w", (g.K * CRSp,), np.float32), _GNR)
+    if CRS == CRSp:     # W read in place, row-major: its panels end on its rows' ends
+        wp, ldb, pstride = weight.reshape(-1), CRS, _GNR
+    else:               # the last panel would read past W's end: column panels
+        wp, ldb, pstride = pack_col_panels(weight.reshape(g.K, CRS), _workspace(
+            "gather_w", (g.K * CRSp,), np.float32), _GNR), _GNR, g.K * _GNR
     Mp = plan.outs.size
     dcolT = _workspace("gather_dcolT", (Mp * CRSp,), np.float32)
     # dcol^T (pixels, CRS) = dout^T (pixels, K) @ W: dout read in place (pixel m's channel k
-    # at outs[m] + ktaps[k]), W in column panels
-    tile_gemm(dout.reshape(-1), plan.outs, plan.ktaps[:g.K], wp, _GNR, g.K * _GNR, M, CRS,
+    # at outs[m] + ktaps[k])
+    tile_gemm(dout.reshape(-1), plan.outs, plan.ktaps[:g.K], wp, ldb, pstride, M, CRS,
               dcolT, CRSp, False, _cbuf(), tile_groups(CRSp // _GNR, Mp // _MR, _threads()))
     dcol = _workspace("gather_dcol", (CRS, g.N, g.P * g.Q), np.float32)
     transpose_into(dcolT, 0, CRSp, M, CRS, dcol.reshape(-1), 0, M)
