@@ -68,6 +68,7 @@ def _target_vector_lanes():
 
 
 _VW = _target_vector_lanes()   # float32 lanes per vector register
+VW = _VW
 MR = 4          # rows of the C tile (A panel height)
 NR = 3 * _VW    # columns of the C tile (B panel width): 3 vectors (24 with AVX2, 48 AVX-512)
 

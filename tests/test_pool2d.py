@@ -524,3 +524,45 @@ def test_maxpool_v4_flat_3x3_matches_reference(shape, dtype, monkeypatch):
     assert ran
     np.testing.assert_array_equal(got[0], ref[0])
     np.testing.assert_array_equal(got[1], ref[1])
+
+
+@pytest.mark.parametrize("shape,k,s,p,d,cm", [
+    ((3, 12, 13, 13), 3, 2, 0, 1, False),           # full groups of VW planes and a partial one
+    ((2, 20, 9, 11), (3, 2), (2, 1), (1, 1), (1, 2), True),
+    ((1, 35, 16, 16), 2, 2, 0, 1, False),
+    ((2, 16, 7, 7), 3, 1, 1, 2, False),
+    ((1, 5, 6, 6), 4, 3, 2, 1, True),               # fewer planes than lanes
+    ((1, 17, 1, 64), (1, 3), (1, 2), (0, 1), 1, False),
+])
+def test_maxpool_v5_lanes_matches_reference(shape, k, s, p, d, cm, monkeypatch):
+    """numba v5's planes-as-lanes path on full and partial groups of planes, padding, dilation,
+    ceil_mode, ties, NaN and -inf: bit-identical out and argmax; it must run."""
+    from kernels import pool2d
+    ran = []
+    real = pool2d._maxpool_fwd_v5_lanes
+    monkeypatch.setattr(pool2d, "_maxpool_fwd_v5_lanes", lambda *a: ran.append(1) or real(*a))
+    rng = np.random.default_rng(sum(shape))
+    x = rng.integers(-2, 3, size=shape).astype(np.float32)        # many ties
+    x.reshape(-1)[::7] = np.nan
+    x.reshape(-1)[3::11] = -np.inf
+    got = registry.get("maxpool2d_forward", "numba", 5)(x, k, s, p, d, cm)
+    want = ref("maxpool2d_forward")(x, k, s, p, d, cm)
+    assert ran
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_maxpool_v5_falls_back_to_v4():
+    """float64, planes past _LANES_MAX_HW and a dilated window holding no input element run
+    v4 (the tap table is None for the last); the results still match the reference."""
+    from kernels import pool2d
+    assert pool2d._v5_taps(2, 8, 2, 2, 1, 1, 1, 0, 3, 1, 1, 7) is None   # rows -1 and 2 of 2
+    assert pool2d._v5_taps(4, 4, 2, 2, 2, 2, 0, 0, 1, 1, 2, 2) is not None
+    rng = np.random.default_rng(3)
+    for x, args in [(rng.standard_normal((1, 2, 9, 9)), (3, 2)),
+                    (rng.standard_normal((1, 1, 65, 64)).astype(np.float32), (2, 2)),
+                    (rng.standard_normal((1, 3, 2, 8)).astype(np.float32), (2, 1, (1, 0), (3, 1)))]:
+        got = registry.get("maxpool2d_forward", "numba", 5)(x, *args)
+        want = ref("maxpool2d_forward")(x, *args)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
