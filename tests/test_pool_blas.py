@@ -10,7 +10,8 @@ from util import assert_close
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("M,K,N", [(1, 3, 2), (2, 1, 5), (7, 13, 3), (130, 64, 33)])
+@pytest.mark.parametrize("M,K,N", [(1, 3, 2), (2, 1, 5), (7, 13, 3), (130, 64, 33), (5, 40, 97),
+                                   (3, 0, 5), (0, 4, 5)])
 def test_pool_matmul_matches_numpy(M, K, N, dtype):
     rng = np.random.default_rng(M * K + N)
     A = rng.standard_normal((M, K)).astype(dtype)
@@ -19,6 +20,26 @@ def test_pool_matmul_matches_numpy(M, K, N, dtype):
     assert got.dtype == dtype and got.shape == (M, N)
     assert_close("A @ W.T", got, A @ W.T)
     assert_close("A @ B", pool_matmul(A, np.ascontiguousarray(W.T)), A @ W.T)
+
+
+def test_pool_matmul_splits_columns_for_a_short_a(monkeypatch):
+    """Fewer rows in A than columns in B: B's columns split over the threads (both B layouts),
+    the same values as the row split; more rows: A's rows split."""
+    from kernels import _pool_blas
+    ran = []
+    for name in ("_gemm_cols", "_gemm_rows"):
+        real = getattr(_pool_blas, name)
+        monkeypatch.setattr(_pool_blas, name,
+                            lambda *a, _n=name, _r=real: ran.append(_n) or _r(*a))
+    rng = np.random.default_rng(5)
+    A, W = rng.standard_normal((6, 50)).astype(np.float32), rng.standard_normal((77, 50)).astype(
+        np.float32)
+    for B in (W.T, np.ascontiguousarray(W.T)):
+        assert_close("short A", pool_matmul(A, B), A @ W.T)
+    assert ran == ["_gemm_cols", "_gemm_cols"]
+    ran.clear()
+    assert_close("tall A", pool_matmul(W, A.T), W @ A.T)
+    assert ran == ["_gemm_rows"]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
