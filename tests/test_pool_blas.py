@@ -103,3 +103,27 @@ def test_single_threaded_blas_restores_the_chunk_size():
     with SingleThreadedBLAS():
         assert numba.get_parallel_chunksize() == 1
     assert numba.get_parallel_chunksize() == before
+
+
+def test_single_threaded_blas_limits_and_restores_blas_threads():
+    """Inside: every BLAS library at one thread (nested uses too); after: each back at its own
+    count, including one set to a new count between two uses."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def counts():
+        return [i["num_threads"] for i in threadpoolctl.threadpool_info()
+                if i["user_api"] == "blas"]
+
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        before = counts()
+        with SingleThreadedBLAS():
+            assert set(counts()) <= {1}
+            with SingleThreadedBLAS():
+                assert set(counts()) <= {1}
+            assert set(counts()) <= {1}
+        assert counts() == before
+        with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
+            with SingleThreadedBLAS():
+                assert set(counts()) <= {1}
+            assert set(counts()) <= {1}
+        assert counts() == before
