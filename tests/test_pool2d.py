@@ -566,3 +566,36 @@ def test_maxpool_v5_falls_back_to_v4():
         want = ref("maxpool2d_forward")(x, *args)
         np.testing.assert_array_equal(got[0], want[0])
         np.testing.assert_array_equal(got[1], want[1])
+
+
+@pytest.mark.parametrize("lanes", [8, 16])
+def test_lane_window_max_intrinsic_at_both_widths(lanes):
+    """v5's per-output intrinsic at AVX2's 8 and AVX-512's 16 lanes: lane-wise first maximum
+    over the taps in order (ties keep the earlier tap, NaN wins, -inf only where all are)."""
+    from numba import njit
+    from kernels import pool2d
+    kernel = pool2d._make_lane_window_max(lanes)
+
+    @njit
+    def run(T, taps, ptr, mo, ko):
+        for o in range(ptr.size - 1):
+            kernel(T, taps, ptr[o], ptr[o + 1], mo, ko, o * lanes)
+
+    rng = np.random.default_rng(lanes)
+    E = 12
+    T = rng.integers(-2, 3, size=(E, lanes)).astype(np.float32)
+    T[3, ::3] = np.nan
+    T[:, 5] = -np.inf
+    ptr = np.array([0, 1, 4, 9, 12], np.int64)
+    taps = np.array([7, 0, 3, 2, 11, 4, 3, 9, 1, 5, 6, 10], np.int64)
+    mo = np.zeros(4 * lanes, np.float32)
+    ko = np.zeros(4 * lanes, np.float32)
+    run(T.reshape(-1), taps, ptr, mo, ko)
+    for o in range(4):
+        for j in range(lanes):
+            m, k = T[taps[ptr[o]], j], taps[ptr[o]]
+            for t in taps[ptr[o] + 1:ptr[o + 1]]:
+                if T[t, j] > m or np.isnan(T[t, j]):
+                    m, k = T[t, j], t
+            assert (mo[o * lanes + j] == m or (np.isnan(m) and np.isnan(mo[o * lanes + j])))
+            assert ko[o * lanes + j] == k
