@@ -736,6 +736,8 @@ def conv2d_backward_weight_numba_v3(dweight, dbias, dout, x, stride=1, padding=0
 # the transform buffers near _WINO_CHUNK_BYTES. The a*a GEMMs run in parallel (prange,
 # 1-thread BLAS each, like v3). ``k`` below is (1/2, 2, 4, 5, 8) in the data's dtype, so that
 # float32 arithmetic stays float32 (a Python int or float constant would make it float64).
+_WL = _VW             # filters per lane block of _wino_weight_grad6
+_U = np.uint64         # unsigned indices: no negative-index wraparound code
 _WINO_CHUNK_BYTES = 64 << 20     # AlexNet conv2 (5x5): 32 MB chunks 165 ms, 64 MB 156, 128 MB 144
 _WINO_MIN_CHANNELS = 32
 _WINO_SIZES = (3, 5)
@@ -913,6 +915,58 @@ def _wino_weight_grad_tile(u, o, R, m, k):
 
 
 @njit(cache=True, inline="always")
+def _lns(b, o, i, st):
+    """Value i of the lane at b[o] in a block of rows ``st`` apart."""
+    return b[_U(o + i * st)]
+
+
+@njit(cache=True, inline="always")
+def _wino_weight_grad_lanes6(ul, u0, us, ol, R, k):
+    """ol[(r*R + s)*_WL + j] = (G^T u G)[r, s] for _WL filters at once (a 6 x 6 transform:
+    F(4x4, 3x3) or F(2x2, 5x5)), filter j's 36 positions u at ul[u0 + j + xi*us]: the
+    formulas of :func:`_wino_weight_grad_tile` in the same order (the same bits), vectorised
+    across the filters. ol is float64, as the one-filter code's sums before they are added."""
+    if R == 3:
+        for j in range(_WL):
+            o = u0 + j
+            h0 = _wino43_gt(_lns(ul, o, 0, us), _lns(ul, o, 6, us), _lns(ul, o, 12, us),
+                            _lns(ul, o, 18, us), _lns(ul, o, 24, us), _lns(ul, o, 30, us))
+            h1 = _wino43_gt(_lns(ul, o, 1, us), _lns(ul, o, 7, us), _lns(ul, o, 13, us),
+                            _lns(ul, o, 19, us), _lns(ul, o, 25, us), _lns(ul, o, 31, us))
+            h2 = _wino43_gt(_lns(ul, o, 2, us), _lns(ul, o, 8, us), _lns(ul, o, 14, us),
+                            _lns(ul, o, 20, us), _lns(ul, o, 26, us), _lns(ul, o, 32, us))
+            h3 = _wino43_gt(_lns(ul, o, 3, us), _lns(ul, o, 9, us), _lns(ul, o, 15, us),
+                            _lns(ul, o, 21, us), _lns(ul, o, 27, us), _lns(ul, o, 33, us))
+            h4 = _wino43_gt(_lns(ul, o, 4, us), _lns(ul, o, 10, us), _lns(ul, o, 16, us),
+                            _lns(ul, o, 22, us), _lns(ul, o, 28, us), _lns(ul, o, 34, us))
+            h5 = _wino43_gt(_lns(ul, o, 5, us), _lns(ul, o, 11, us), _lns(ul, o, 17, us),
+                            _lns(ul, o, 23, us), _lns(ul, o, 29, us), _lns(ul, o, 35, us))
+            for r in range(3):
+                row = _wino43_gt(h0[r], h1[r], h2[r], h3[r], h4[r], h5[r])
+                for s in range(3):
+                    ol[_U(j + (3 * r + s) * _WL)] = row[s]
+    else:
+        for j in range(_WL):
+            o = u0 + j
+            h0 = _wino5_gt(_lns(ul, o, 0, us), _lns(ul, o, 6, us), _lns(ul, o, 12, us),
+                           _lns(ul, o, 18, us), _lns(ul, o, 24, us), _lns(ul, o, 30, us))
+            h1 = _wino5_gt(_lns(ul, o, 1, us), _lns(ul, o, 7, us), _lns(ul, o, 13, us),
+                           _lns(ul, o, 19, us), _lns(ul, o, 25, us), _lns(ul, o, 31, us))
+            h2 = _wino5_gt(_lns(ul, o, 2, us), _lns(ul, o, 8, us), _lns(ul, o, 14, us),
+                           _lns(ul, o, 20, us), _lns(ul, o, 26, us), _lns(ul, o, 32, us))
+            h3 = _wino5_gt(_lns(ul, o, 3, us), _lns(ul, o, 9, us), _lns(ul, o, 15, us),
+                           _lns(ul, o, 21, us), _lns(ul, o, 27, us), _lns(ul, o, 33, us))
+            h4 = _wino5_gt(_lns(ul, o, 4, us), _lns(ul, o, 10, us), _lns(ul, o, 16, us),
+                           _lns(ul, o, 22, us), _lns(ul, o, 28, us), _lns(ul, o, 34, us))
+            h5 = _wino5_gt(_lns(ul, o, 5, us), _lns(ul, o, 11, us), _lns(ul, o, 17, us),
+                           _lns(ul, o, 23, us), _lns(ul, o, 29, us), _lns(ul, o, 35, us))
+            for r in range(5):
+                row = _wino5_gt(h0[r], h1[r], h2[r], h3[r], h4[r], h5[r])
+                for s in range(5):
+                    ol[_U(j + (5 * r + s) * _WL)] = row[s]
+
+
+@njit(cache=True, inline="always")
 def _wino_input_tile(d, r, s, loc, j, R, m, k):
     """loc[j] = B^T d B of the a x a tile of d at (r, s)."""
     if R == 3 and m == 2:
@@ -1081,6 +1135,30 @@ def _wino_weight_grad(dw_acc, dU, m, locs, k):
         _wino_gather(dU, kk, 0, C, loc)
         for c in range(C):
             _wino_weight_grad_tile(loc[c], dw_acc[kk, c], R, m, k)
+
+
+@njit(parallel=True, fastmath=False, cache=True)
+def _wino_weight_grad6(dw_acc, dU, R, rows, lanes64, k):
+    """:func:`_wino_weight_grad` for the 6 x 6 transforms (F(4x4, 3x3), F(2x2, 5x5)), _WL
+    filters at a time: one k per work item, dU[:, k] copied into the thread's ``rows`` (36
+    rows of C rounded up to _WL), then its channels a lane each (``lanes64``: per thread, a
+    float64 block of R*R x _WL sums). One filter at a time, their float64 G^T dU G (36
+    divisions per filter) ran 36-74 ns per filter on 2 threads: VGG 28 px 64->128 0.30 ->
+    0.135 ms, AlexNet conv2 1.5 -> 0.7-0.9 ms per call. (The 4 x 4 transforms are float32
+    multiplies by 1/2 and stay one filter at a time: there, staging the lanes cost more.)"""
+    K, C = dw_acc.shape[0], dw_acc.shape[1]
+    RR, XI, Cp = R * R, dU.shape[0], (C + _WL - 1) // _WL * _WL
+    df = dw_acc.reshape(-1)
+    for kk in prange(K):
+        ol, yt = lanes64[numba.get_thread_id()], rows[numba.get_thread_id()]
+        for xi in range(XI):
+            yt[xi * Cp:xi * Cp + C] = dU[xi, kk]
+        for c0 in range(0, C, _WL):
+            _wino_weight_grad_lanes6(yt, c0, Cp, ol, R, k)
+            for j in range(min(_WL, C - c0)):
+                dst = (kk * C + c0 + j) * RR
+                for t in range(RR):
+                    df[_U(dst + t)] += ol[_U(t * _WL + j)]
 
 
 @njit(cache=True, inline="always")
@@ -1930,7 +2008,13 @@ def _shaped_backward_weight(dweight, dbias, dout, x, stride, padding, dilation, 
             _wino_dout(dout, n0, Dy, plan.TP, plan.TQ, g.R, plan.m, pads, locs, k)
             with _SingleThreadedBLAS():
                 _wino_weight_gemms(Dy, V, dU, tmps, n0 == 0)
-        _accumulate(dweight, _wino_weight_grad, dU, plan.m, locs, k)
+        if plan.XI == 36:
+            Cp = -(-g.C // _WL) * _WL
+            _accumulate(dweight, _wino_weight_grad6, dU, g.R,
+                        _workspace("wgrad_rows", (_threads(), 36 * Cp), x.dtype),
+                        _workspace("wgrad_lanes", (_threads(), g.R * g.R * _WL), np.float64), k)
+        else:
+            _accumulate(dweight, _wino_weight_grad, dU, plan.m, locs, k)
     if dbias is not None:
         serial = (batched_im2col_applies(g) and not pool   # after BLAS-threaded GEMMs
                   and not (gathered and gathered_gemm_applies(g, x.dtype)))

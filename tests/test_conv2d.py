@@ -140,6 +140,35 @@ def test_winograd_matches_reference(case, version, R, dtype, winograd_everywhere
                             terms=4 if a == 4 else 16)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("version,R", [(5, 3), (4, 5)])
+def test_winograd_weight_grad_lanes_are_the_one_filter_bits(version, R, dtype, monkeypatch,
+                                                           winograd_everywhere):
+    """The 6 x 6 inverse weight transform, _WL filters at a time (37 channels: full lane
+    blocks and a partial one), adds exactly what the one-filter code adds, and it ran."""
+    rng = np.random.default_rng(R)
+    g = conv_geometry((2, 37, 9, 9), (5, 37, R, R), padding=R // 2)
+    plan = conv2d_module._wino_plan(g, dtype, tile3=4 if version == 5 else 2)
+    assert plan.XI == 36
+    ran = []
+    real = conv2d_module._wino_weight_grad6
+    monkeypatch.setattr(conv2d_module, "_wino_weight_grad6",
+                        lambda *a: ran.append(1) or real(*a))
+    check_against_reference(version, (2, 37, 9, 9), (5, 37, R, R), dict(padding=R // 2), dtype,
+                            True, seed=R, terms=16)
+    assert ran
+    dU = rng.standard_normal((36, 5, 37)).astype(dtype)
+    start = rng.standard_normal((5, 37, R, R)).astype(dtype)
+    one, lanes = start.copy(), start.copy()
+    k = conv2d_module._wino_constants(dtype)
+    pads, locs = conv2d_module._wino_scratch(plan, g, dtype)
+    conv2d_module._wino_weight_grad(one, dU, plan.m, locs, k)
+    Cp = -(-37 // conv2d_module._WL) * conv2d_module._WL
+    real(lanes, dU, R, np.zeros((conv2d_module._threads(), 36 * Cp), dtype),
+         np.zeros((conv2d_module._threads(), R * R * conv2d_module._WL)), k)
+    np.testing.assert_array_equal(lanes, one)
+
+
 def test_winograd_in_chunks_of_images(monkeypatch, winograd_everywhere):
     # a chunk budget below one image's transform buffers: one image per chunk
     monkeypatch.setattr(conv2d_module, "_WINO_CHUNK_BYTES", 1)
