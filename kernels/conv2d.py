@@ -921,6 +921,27 @@ def _lns(b, o, i, st):
 
 
 @njit(cache=True, inline="always")
+def _wino_gt_lane(gt, n, ul, o, us, ol, j):
+    """Lane j of :func:`_wino_weight_grad_lanes6` with the 1-D transform ``gt`` (n outputs)."""
+    h0 = gt(_lns(ul, o, 0, us), _lns(ul, o, 6, us), _lns(ul, o, 12, us),
+            _lns(ul, o, 18, us), _lns(ul, o, 24, us), _lns(ul, o, 30, us))   # columns of G^T dU
+    h1 = gt(_lns(ul, o, 1, us), _lns(ul, o, 7, us), _lns(ul, o, 13, us),
+            _lns(ul, o, 19, us), _lns(ul, o, 25, us), _lns(ul, o, 31, us))
+    h2 = gt(_lns(ul, o, 2, us), _lns(ul, o, 8, us), _lns(ul, o, 14, us),
+            _lns(ul, o, 20, us), _lns(ul, o, 26, us), _lns(ul, o, 32, us))
+    h3 = gt(_lns(ul, o, 3, us), _lns(ul, o, 9, us), _lns(ul, o, 15, us),
+            _lns(ul, o, 21, us), _lns(ul, o, 27, us), _lns(ul, o, 33, us))
+    h4 = gt(_lns(ul, o, 4, us), _lns(ul, o, 10, us), _lns(ul, o, 16, us),
+            _lns(ul, o, 22, us), _lns(ul, o, 28, us), _lns(ul, o, 34, us))
+    h5 = gt(_lns(ul, o, 5, us), _lns(ul, o, 11, us), _lns(ul, o, 17, us),
+            _lns(ul, o, 23, us), _lns(ul, o, 29, us), _lns(ul, o, 35, us))
+    for r in range(n):
+        row = gt(h0[r], h1[r], h2[r], h3[r], h4[r], h5[r])
+        for s in range(n):
+            ol[_U(j + (n * r + s) * _WL)] = row[s]
+
+
+@njit(cache=True, inline="always")
 def _wino_weight_grad_lanes6(ul, u0, us, ol, R, k):
     """ol[(r*R + s)*_WL + j] = (G^T u G)[r, s] for _WL filters at once (a 6 x 6 transform:
     F(4x4, 3x3) or F(2x2, 5x5)), filter j's 36 positions u at ul[u0 + j + xi*us]: the
@@ -928,42 +949,10 @@ def _wino_weight_grad_lanes6(ul, u0, us, ol, R, k):
     across the filters. ol is float64, as the one-filter code's sums before they are added."""
     if R == 3:
         for j in range(_WL):
-            o = u0 + j
-            h0 = _wino43_gt(_lns(ul, o, 0, us), _lns(ul, o, 6, us), _lns(ul, o, 12, us),
-                            _lns(ul, o, 18, us), _lns(ul, o, 24, us), _lns(ul, o, 30, us))
-            h1 = _wino43_gt(_lns(ul, o, 1, us), _lns(ul, o, 7, us), _lns(ul, o, 13, us),
-                            _lns(ul, o, 19, us), _lns(ul, o, 25, us), _lns(ul, o, 31, us))
-            h2 = _wino43_gt(_lns(ul, o, 2, us), _lns(ul, o, 8, us), _lns(ul, o, 14, us),
-                            _lns(ul, o, 20, us), _lns(ul, o, 26, us), _lns(ul, o, 32, us))
-            h3 = _wino43_gt(_lns(ul, o, 3, us), _lns(ul, o, 9, us), _lns(ul, o, 15, us),
-                            _lns(ul, o, 21, us), _lns(ul, o, 27, us), _lns(ul, o, 33, us))
-            h4 = _wino43_gt(_lns(ul, o, 4, us), _lns(ul, o, 10, us), _lns(ul, o, 16, us),
-                            _lns(ul, o, 22, us), _lns(ul, o, 28, us), _lns(ul, o, 34, us))
-            h5 = _wino43_gt(_lns(ul, o, 5, us), _lns(ul, o, 11, us), _lns(ul, o, 17, us),
-                            _lns(ul, o, 23, us), _lns(ul, o, 29, us), _lns(ul, o, 35, us))
-            for r in range(3):
-                row = _wino43_gt(h0[r], h1[r], h2[r], h3[r], h4[r], h5[r])
-                for s in range(3):
-                    ol[_U(j + (3 * r + s) * _WL)] = row[s]
+            _wino_gt_lane(_wino43_gt, 3, ul, u0 + j, us, ol, j)
     else:
         for j in range(_WL):
-            o = u0 + j
-            h0 = _wino5_gt(_lns(ul, o, 0, us), _lns(ul, o, 6, us), _lns(ul, o, 12, us),
-                           _lns(ul, o, 18, us), _lns(ul, o, 24, us), _lns(ul, o, 30, us))
-            h1 = _wino5_gt(_lns(ul, o, 1, us), _lns(ul, o, 7, us), _lns(ul, o, 13, us),
-                           _lns(ul, o, 19, us), _lns(ul, o, 25, us), _lns(ul, o, 31, us))
-            h2 = _wino5_gt(_lns(ul, o, 2, us), _lns(ul, o, 8, us), _lns(ul, o, 14, us),
-                           _lns(ul, o, 20, us), _lns(ul, o, 26, us), _lns(ul, o, 32, us))
-            h3 = _wino5_gt(_lns(ul, o, 3, us), _lns(ul, o, 9, us), _lns(ul, o, 15, us),
-                           _lns(ul, o, 21, us), _lns(ul, o, 27, us), _lns(ul, o, 33, us))
-            h4 = _wino5_gt(_lns(ul, o, 4, us), _lns(ul, o, 10, us), _lns(ul, o, 16, us),
-                           _lns(ul, o, 22, us), _lns(ul, o, 28, us), _lns(ul, o, 34, us))
-            h5 = _wino5_gt(_lns(ul, o, 5, us), _lns(ul, o, 11, us), _lns(ul, o, 17, us),
-                           _lns(ul, o, 23, us), _lns(ul, o, 29, us), _lns(ul, o, 35, us))
-            for r in range(5):
-                row = _wino5_gt(h0[r], h1[r], h2[r], h3[r], h4[r], h5[r])
-                for s in range(5):
-                    ol[_U(j + (5 * r + s) * _WL)] = row[s]
+            _wino_gt_lane(_wino5_gt, 5, ul, u0 + j, us, ol, j)
 
 
 @njit(cache=True, inline="always")
