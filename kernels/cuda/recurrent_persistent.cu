@@ -51,26 +51,38 @@ __device__ __forceinline__ T rp_sigmoid(T a) { return T(1) / (T(1) + rp_exp(-a))
 
 // Copy a rows x cols tile of global memory written by OTHER blocks during this launch into
 // shared memory. __ldcg loads at L2 (the point of coherence; never a stale L1 line), and
-// RP_BATCH independent loads are issued before their stores: a plain load/store loop is
+// BATCH independent loads are issued before their stores: a plain load/store loop is
 // serialised on the L2 latency (the compiler cannot prove the shared stores don't alias the
-// global loads), which measured ~30 us per step at N=8, G*Hd=4096 on an H200.
+// global loads), which measured ~30 us per step at N=8, G*Hd=4096 on an H200. The forward
+// stages N*Hd elements per step (16 per thread at N=8, Hd=1000: RP_BATCH = 8, two round
+// trips); the backward N*G*Hd (63 per thread for the lstm: RP_BATCH_BWD = 16, 4 round trips
+// instead of 8: 68 registers, of the 128 a 512-thread block allows). Element i =
+// tid + k*nthr is (row, col) = divmod(i, cols), advanced by nthr without dividing: one
+// division per thread and call instead of one per element (63 per thread and step in the
+// lstm backward at N=8, Hd=1000).
 #define RP_BATCH 8
-template <typename T>
+#define RP_BATCH_BWD 16
+template <int BATCH, typename T>
 __device__ __forceinline__ void rp_stage(T* dst, int dstride, const T* src, long long sstride,
                                          int rows, int cols, int tid, int nthr) {
     const int total = rows * cols;
-    for (int base = tid; base < total; base += RP_BATCH * nthr) {
-        T v[RP_BATCH];
+    int row = tid / cols, col = tid - row * cols;
+    for (int base = tid; base < total; base += BATCH * nthr) {
+        T v[BATCH];
+        int off[BATCH];
 #pragma unroll
-        for (int b = 0; b < RP_BATCH; ++b) {
-            const int i = base + b * nthr;
-            v[b] = i < total ? __ldcg(src + (long long)(i / cols) * sstride + i % cols) : T(0);
+        for (int b = 0; b < BATCH; ++b) {
+            off[b] = row * dstride + col;
+            v[b] = base + b * nthr < total ? __ldcg(src + (long long)row * sstride + col) : T(0);
+            col += nthr;
+            while (col >= cols) {
+                col -= cols;
+                ++row;
+            }
         }
 #pragma unroll
-        for (int b = 0; b < RP_BATCH; ++b) {
-            const int i = base + b * nthr;
-            if (i < total) dst[(i / cols) * dstride + i % cols] = v[b];
-        }
+        for (int b = 0; b < BATCH; ++b)
+            if (base + b * nthr < total) dst[off[b]] = v[b];
     }
 }
 
@@ -140,7 +152,7 @@ __global__ void rnn_persistent_fwd(T* __restrict__ y, T* __restrict__ hprev, T* 
         const int t = reverse ? Tn - 1 - s : s;
         const T* hin = s == 0 ? h0 : hbuf + (long long)(s & 1) * N * Hd;
         T* hout = hbuf + (long long)((s + 1) & 1) * N * Hd;
-        rp_stage(hs, Hd, hin, Hd, N, Hd, tid, nthr);
+        rp_stage<RP_BATCH>(hs, Hd, hin, Hd, N, Hd, tid, nthr);
         __syncthreads();
 
         // recurrent GEMM of the slice: hg[n][row] = sum_k Ws[row][k] * h[n][k]
@@ -326,7 +338,7 @@ __global__ void rnn_persistent_bwd(T* dgx, T* dgh, T* __restrict__ dh, T* __rest
         for (int r0 = 0; r0 < GHd; r0 += RC) {
             const int rc = min(RC, GHd - r0);
             __syncthreads();                       // previous chunk consumed (and acc_s zeroed)
-            rp_stage(ds, RC, dgt + r0, (long long)GHd, N, rc, tid, nthr);
+            rp_stage<RP_BATCH_BWD>(ds, RC, dgt + r0, (long long)GHd, N, rc, tid, nthr);
             __syncthreads();
             for (int w = warp; w < S * P; w += nwarps) {
                 const int j = w % S, p = w / S;
