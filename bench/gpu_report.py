@@ -146,6 +146,30 @@ def _forward_only(w, impl, inp):
     return forward_call(w, impl)
 
 
+def _conv_backward_calls(w, impl, inp) -> dict:
+    """conv2d's two backward passes alone, as zero-argument calls on the GPU: ``bwd_data``
+    (dL/dx) and ``bwd_weight`` (dL/dW, no bias; seqgrid's accumulates into one buffer, which
+    is as fast as PyTorch's fresh one), for ``impl`` (a ``cuda`` version or ``torch-cuda``)."""
+    s = w.shape
+    hp = (s["stride"], s["padding"], s["dilation"])
+    rng = np.random.default_rng(1)
+    dout = rng.standard_normal(w.output_shape).astype(inp["x"].dtype)
+    if impl.backend == "torch-cuda":
+        import torch
+        from torch.nn.grad import conv2d_input, conv2d_weight
+        x, wt, d = (torch.from_numpy(np.ascontiguousarray(a)).cuda()
+                    for a in (inp["x"], inp["weight"], dout))
+        return {"bwd_data": lambda: conv2d_input(x.shape, wt, d, *hp),
+                "bwd_weight": lambda: conv2d_weight(x, wt.shape, d, *hp)}
+    import cupy
+    x, wt, d = (cupy.asarray(a) for a in (inp["x"], inp["weight"], dout))
+    data = registry.get("conv2d_backward_data", "cuda", impl.version)
+    weight = registry.get("conv2d_backward_weight", "cuda", impl.version)
+    dw = cupy.zeros_like(wt)
+    return {"bwd_data": lambda: data(d, wt, x.shape, *hp),
+            "bwd_weight": lambda: weight(dw, None, d, x, *hp)}
+
+
 def _measure(w, impls, budget_s, log) -> list[dict]:
     """Validate and time every implementation of one workload; one row per implementation."""
     import cupy
@@ -165,6 +189,9 @@ def _measure(w, impls, budget_s, log) -> list[dict]:
             fwd = _forward_only(w, impl, inp)
             row["forward_ms"] = _median_ms(fwd, budget_s)
             row["forward_stream_ms"] = _stream_ms(fwd, row["forward_ms"])
+            if w.op == "conv2d":
+                for name, call in _conv_backward_calls(w, impl, inp).items():
+                    row[f"{name}_ms"] = _median_ms(call, budget_s)
         except ValueError as exc:         # e.g. the persistent kernel refusing a shape
             row.update(ok=None, skipped=str(exc))
         except Exception as exc:          # record and go on: one broken row must not end the call
@@ -181,8 +208,21 @@ def _row_text(row: dict) -> str:
         return (f"{row['workload']:<34} {row['impl']:<11} fwd {row['forward_ms']:9.3f} ms  "
                 f"(stream {row['forward_stream_ms']:8.3f})  "
                 f"train {row['train_ms']:9.3f} ms  err {row['rel_err']:.1e}"
+                f"{_backward_text(row)}"
                 f"{'' if row['ok'] else ' MISMATCH in ' + row['worst_tensor']}")
     return f"{row['workload']:<34} {row['impl']:<11} {row.get('skipped') or row.get('error')}"
+
+
+def _backward_text(row: dict) -> str:
+    if "bwd_data_ms" not in row:
+        return ""
+    return f"  dx {row['bwd_data_ms']:.3f} dW {row['bwd_weight_ms']:.3f} ms"
+
+
+def _backward_ratio_text(s: dict) -> str:
+    if "bwd_data_vs_torch" not in s:
+        return ""
+    return f"  dx x{s['bwd_data_vs_torch']:5.2f} dW x{s['bwd_weight_vs_torch']:5.2f}"
 
 
 def _impls(op: str, only=None) -> list:
@@ -246,6 +286,9 @@ def summarize(rows: list[dict], copy_gbs: float) -> list[dict]:
                 s["forward_vs_torch"] = t["forward_ms"] / r["forward_ms"]
                 s["forward_stream_vs_torch"] = t["forward_stream_ms"] / r["forward_stream_ms"]
                 s["train_vs_torch"] = t["train_ms"] / r["train_ms"]
+                for key in ("bwd_data", "bwd_weight"):
+                    if f"{key}_ms" in r and f"{key}_ms" in t:
+                        s[f"{key}_vs_torch"] = t[f"{key}_ms"] / r[f"{key}_ms"]
             if r["op"] in ("maxpool2d", "avgpool2d"):
                 for key, ms in (("forward", r["forward_ms"]),
                                 ("forward_stream", r["forward_stream_ms"])):
@@ -322,6 +365,7 @@ def main(argv=None) -> int:
         log(f"{s['workload']:<34} {s['impl']:<8} fwd x{s.get('forward_vs_torch', nan):6.2f}"
             f" (stream x{s.get('forward_stream_vs_torch', nan):5.2f})"
             f"  train x{s.get('train_vs_torch', nan):6.2f}"
+            f"{_backward_ratio_text(s)}"
             f"{'' if s['ok'] else '  MISMATCH'}{extra}")
     bad = [r for r in rows if r.get("ok") is False]
     log(f"{len(rows)} rows, {len(bad)} failed, {report['seconds']:.0f} s")

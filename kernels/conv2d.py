@@ -105,7 +105,7 @@ cuda v2   shared-memory tiled implicit GEMM (the im2col matrix is gathered tile 
           register tile per thread. forward (K, NPQ) = W (K, CRS) @ col; backward-data
           (C, NHW) = W^T @ dout gathered, one GEMM per stride phase over its valid taps
           only; backward-weight (K, CRS) += dout (K, NPQ) @ col^T, NPQ split over blocks
-          into a workspace summed in a fixed order (deterministic). The cuda default.
+          into a workspace summed in a fixed order (deterministic).
 cuda v3   forward: the same implicit GEMM with the classic SGEMM structure: a 128x128 tile
           per 256-thread block (8x8 outputs per thread), 8-deep reduction stages
           double-buffered in shared memory (stage t+1's global loads in flight in registers
@@ -118,6 +118,20 @@ cuda v3   forward: the same implicit GEMM with the classic SGEMM structure: a 12
           in the loop); 1x1 stride-1 unpadded convolutions (P*Q % 4 == 0, x 16-byte
           aligned) load 4 contiguous columns as one vector. 32-bit offsets: tensors near
           2^31 elements go to v2's forward (:func:`_cu3_fits_int`). Backward: v2's kernels.
+cuda v4   v3's forward; both backward passes on v3's GEMM structure (the cuda default), one
+          kernel with two modes (``conv2d_bwd_gemm``) reading its operands through a
+          per-stage reduction-row table and per-thread column registers (no division in
+          the loads). backward-data: (C, NHW) = W^T @ dout gathered, per stride phase
+          (v2's split: valid taps only), 32x128 tiles for C <= 32 else 128x128
+          (:func:`_cu4_data_plan`); C <= 4 runs v1's direct kernel (a GEMM that narrow
+          idles most of a tile; a per-stride-phase direct kernel was 5-47% slower than
+          v1's on an H200 and is not kept). backward-weight: (K, CRS) += dout @ col^T with the
+          N*P*Q reduction split until ~4x (16x for 128x128 tiles) the SMs' worth of blocks
+          run, into a workspace summed in a fixed order (:func:`_cu4_weight_plan`); x is
+          read with consecutive threads on consecutive pixels (coalesced) and stored
+          transposed into padded shared rows. 32-bit offsets: larger tensors go to v2's
+          kernels. H100, DeepBench training shapes: training steps 0.36-1.20x cuDNN
+          (TF32 off) against v3's 0.04-0.88x; per pass see ``bench/results``.
           dbias on cuda (every version): one block per k, shared-memory reduction.
 
 Helpers used by every version: :func:`conv2d_output_shape` and :func:`check_conv2d`.
@@ -2064,7 +2078,8 @@ conv2d_forward_numba_v8, conv2d_backward_data_numba_v8, conv2d_backward_weight_n
 _CU_FILE = "conv2d.cu"
 _CU_KERNELS = ("conv2d_fwd_direct", "conv2d_bwd_data_direct", "conv2d_bwd_weight_direct",
                "conv2d_bwd_bias", "conv2d_fwd_tiled", "conv2d_bwd_data_tiled",
-               "conv2d_bwd_weight_tiled", "conv2d_add_splits")
+               "conv2d_bwd_weight_tiled", "conv2d_add_splits", "conv2d_add_splits_cols", "conv2d_wino_input", "conv2d_wino_weight",
+               "conv2d_wino_output", "conv2d_wino_dout", "conv2d_wino_weight_grad")
 # v3 forward tile configurations (BM, BN, TM, TN) of conv2d_fwd_gemm: see _cu_forward_gemm_plan
 _CU3_LARGE = (128, 128, 8, 8)
 _CU3_MEDIUM = (64, 64, 4, 4)
@@ -2075,12 +2090,29 @@ _CU3_SMS = 132                # SMs of an H100 / H200 SXM: fewer 128x128 tiles -
 _CU3_INDEX_MAX = 2**31 - 1 - 1024   # v3 indexes with int: see _cu3_fits_int
 
 
+_CU4_DATA, _CU4_WEIGHT = 0, 1  # CONV4_DATA, CONV4_WEIGHT: the two modes of conv2d_bwd_gemm
+_CU4_DIRECT_MAX_C = 4         # bwd-data v4: C <= this runs v1's direct kernel (a GEMM with <= 4
+                              # rows would leave 7/8 of a 32-row tile idle)
+_CU4_ADD_COLS_MAX = 2**14     # workspace sums of fewer outputs than this: 8 split rows per block
+_CU4_SPLIT_BLOCKS = 4 * _CU3_SMS   # bwd-weight v4: split-K until about this many blocks run...
+_CU4_LARGE_SPLIT_FACTOR = 4   # ... times this for 128x128 tiles (H100: VGG dW 6-18% faster
+                              # than at 1x, except 64->128 at 112 px N=8, 9% slower) ...
+_CU4_SPLIT_MIN_STAGES = 16    # ... keeping at least this many 8-deep stages per split
+_CU4_WORKSPACE_MAX = 2**28    # ... and the split workspace under this many bytes
+
+
 def _cu3_name(t: str, cfg) -> str:
     return f"conv2d_fwd_gemm<{t}, {', '.join(map(str, cfg))}>"
 
 
+def _cu4_name(t: str, cfg, mode: int) -> str:
+    return f"conv2d_bwd_gemm<{t}, {', '.join(map(str, cfg))}, {mode}>"
+
+
 _CU_TEMPLATES = (tuple(f"{k}<{t}>" for k in _CU_KERNELS for t in ("float", "double"))
-                 + tuple(_cu3_name(t, c) for t in ("float", "double") for c in _CU3_CONFIGS))
+                 + tuple(_cu3_name(t, c) for t in ("float", "double") for c in _CU3_CONFIGS)
+                 + tuple(_cu4_name(t, c, m) for t in ("float", "double") for c in _CU3_CONFIGS
+                         for m in (_CU4_DATA, _CU4_WEIGHT)))
 _CU_MAX_BLOCKS = 65535        # grid-stride loops cover the rest
 _CU_TILE = 64                 # CONV_BM == CONV_BN in conv2d.cu
 _CU_STEP = 16                 # CONV_BK
@@ -2285,6 +2317,216 @@ def _cu_forward_gemm(backend, out, x, weight, bias, g):
                                     np.int32(plan.out_vec), np.int32(g.N)) + _cu_dims(g))
 
 
+# ---- v4 backward: v3's register-blocked implicit GEMM for dx and dW ----
+class _Cu4Plan(NamedTuple):
+    """How v4 runs one backward pass: tile config (BM, BN, TM, TN), 4-vector output stores,
+    grid (x, y, z), and for bwd-weight the split-K chunk (reduction rows per split)."""
+    config: tuple
+    out_vec: bool
+    grid: tuple
+    chunk: int = 0
+
+
+def _cu4_data_config(rows: int, cols: int) -> tuple:
+    """bwd-data v4's tile config: 32x128 for C <= 32 rows, else 128x128 -- even for C = 64 and
+    fewer tiles than SMs (H100, 2026-11-27: 128x128 beat 64x64 on every DeepBench dx,
+    VGG 28 px 256->512 N=8 0.82 vs 1.18 ms, ResNet 1x1 C=64 0.12 vs 0.16 ms)."""
+    return _CU3_SMALL_K if rows <= 32 else _CU3_LARGE
+
+
+def _cu4_data_plan(g: ConvGeometry, dx=None) -> _Cu4Plan:
+    """bwd-data v4: GEMM rows C, columns N*H*W split into the sh*sw stride phases (blockIdx.z);
+    4-vector stores need stride 1, H*W % 4 == 0 and dx 16-byte aligned (``dx`` None: assumed)."""
+    phases = g.sh * g.sw
+    cols = g.N * (-(-g.H // g.sh)) * (-(-g.W // g.sw))      # the largest phase's columns
+    cfg = _cu4_data_config(g.C, cols * phases)
+    out_vec = (phases == 1 and (g.H * g.W) % 4 == 0
+               and (dx is None or _cu_address(dx) % 16 == 0))
+    return _Cu4Plan(cfg, out_vec, (-(-cols // cfg[1]), -(-g.C // cfg[0]), phases))
+
+
+def _cu4_weight_config(rows: int, cols: int) -> tuple:
+    """bwd-weight v4's tile config: 32x128 for K <= 32 rows, 64x64 for K <= 64 or C*R*S <= 64
+    columns, else 128x128 (split-K, not smaller tiles, fills the GPU)."""
+    if rows <= 32:
+        return _CU3_SMALL_K
+    return _CU3_MEDIUM if rows <= 64 or cols <= 64 else _CU3_LARGE
+
+
+def _cu4_weight_plan(g: ConvGeometry, itemsize: int = 4, dw=None) -> _Cu4Plan:
+    """bwd-weight v4: GEMM rows K, columns C*R*S, the N*P*Q reduction split into chunks (a
+    multiple of the 8-deep stage) until about _CU4_SPLIT_BLOCKS blocks run (times
+    _CU4_LARGE_SPLIT_FACTOR on 128x128 tiles: more, shorter splits balance better), each split at
+    least _CU4_SPLIT_MIN_STAGES stages, the workspace under _CU4_WORKSPACE_MAX bytes and its
+    offsets under _CU3_INDEX_MAX. 4-vector stores need C*R*S % 4 == 0 and dW aligned."""
+    crs, npq = g.C * g.R * g.S, g.N * g.P * g.Q
+    cfg = _cu4_weight_config(g.K, crs)
+    tiles = -(-g.K // cfg[0]) * -(-crs // cfg[1])
+    stages = -(-npq // 8)
+    size = g.K * crs
+    blocks = _CU4_SPLIT_BLOCKS * (_CU4_LARGE_SPLIT_FACTOR if cfg == _CU3_LARGE else 1)
+    splits = max(1, min(-(-blocks // tiles), stages // _CU4_SPLIT_MIN_STAGES,
+                        _CU4_WORKSPACE_MAX // (size * itemsize), _CU3_INDEX_MAX // size))
+    chunk = -(-stages // splits) * 8
+    splits = -(-npq // chunk)
+    out_vec = crs % 4 == 0 and (dw is None or _cu_address(dw) % 16 == 0)
+    return _Cu4Plan(cfg, out_vec, (-(-crs // cfg[1]), -(-g.K // cfg[0]), splits), chunk)
+
+
+def _cu4_fits_int(g: ConvGeometry, *sizes) -> bool:
+    """Whether v4's int offsets stay in range: every tensor it touches under _CU3_INDEX_MAX,
+    with room for an input row's padded offsets (as _cu3_fits_int)."""
+    pad = 2 * ((g.ph + 1) * g.W + g.pw)
+    return max(sizes) + pad <= _CU3_INDEX_MAX
+
+
+def _cu_backward_data_gemm(backend, dx, dout, weight, g):
+    if g.C <= _CU4_DIRECT_MAX_C:
+        return _cu_backward_data_direct(backend, dx, dout, weight, g)
+    if not _cu4_fits_int(g, dx.size, dout.size, weight.size):
+        return _cu_backward_data_tiled(backend, dx, dout, weight, g)   # 64-bit offsets
+    plan = _cu4_data_plan(g, dx)
+    _cu_check_grid(f"bwd-data v4 (C / {plan.config[0]})", plan.grid[1])
+    _cu_check_grid("bwd-data v4 (stride phases sh*sw)", plan.grid[2])
+    fn = _cu_kernel(backend, _cu4_name(ctype(dout.dtype), plan.config, _CU4_DATA), dout.dtype)
+    fn(plan.grid, (_CU3_THREADS,), (dx, dout, weight, np.int32(0), np.int32(0),
+                                    np.int32(plan.out_vec), np.int32(g.N)) + _cu_dims(g))
+
+
+def _cu_backward_weight_gemm(backend, dw_acc, dout, x, g):
+    xp = device_xp(backend)
+    plan = _cu4_weight_plan(g, x.dtype.itemsize, dw_acc)
+    splits = plan.grid[2]
+    if not _cu4_fits_int(g, x.size, dout.size, splits * dw_acc.size):
+        return _cu_backward_weight_tiled(backend, dw_acc, dout, x, g)   # 64-bit offsets
+    _cu_check_grid(f"bwd-weight v4 (K / {plan.config[0]})", plan.grid[1])
+    _cu_check_grid("bwd-weight v4 (splits)", splits)
+    fn = _cu_kernel(backend, _cu4_name(ctype(x.dtype), plan.config, _CU4_WEIGHT), x.dtype)
+    tail = (np.int32(plan.chunk), np.int32(plan.out_vec), np.int32(g.N)) + _cu_dims(g)
+    if splits == 1:
+        fn(plan.grid, (_CU3_THREADS,), (dw_acc, dout, x, np.int32(1)) + tail)
+        return
+    total = dw_acc.size
+    part = xp.empty((splits, total), x.dtype)
+    fn(plan.grid, (_CU3_THREADS,), (part, dout, x, np.int32(0)) + tail)
+    _cu4_add_splits(backend, dw_acc, part)
+
+
+def _cu4_add_splits(backend, dst, part):
+    """dst += part.sum(0) in a fixed order. Fewer than _CU4_ADD_COLS_MAX outputs: 32 outputs x
+    8 split rows per block (H200, 519 splits x 3200: 15 vs 20 us); else v2's one thread per
+    output (30 x 1179648: 48 vs 84 us)."""
+    splits, total = part.shape
+    if total >= _CU4_ADD_COLS_MAX:
+        add = _cu_kernel(backend, "conv2d_add_splits", part.dtype)
+        add((min(blocks_for(total, CUDA_THREADS), _CU_MAX_BLOCKS),), (CUDA_THREADS,),
+            (dst, part, np.int32(splits), np.int64(total)))
+        return
+    add = _cu_kernel(backend, "conv2d_add_splits_cols", part.dtype)
+    add((-(-total // 32),), (32, 8), (dst, part, np.int32(splits), np.int64(total)))
+
+
+# ---- v5: Winograd F(2x2, 3x3) for 3x3 stride-1 undilated layers, else v4 ----
+_CU5_WORKSPACE = 2**29        # bytes of transformed tiles per chunk of images (V and M / DY)
+
+
+_CU5_MIN_CHANNELS = 32        # forward / dx: Winograd where C and K are both at least this
+_CU5_MIN_CHANNELS_DW = 128    # dW: ... at least this
+
+
+def _cu5_applies(g: ConvGeometry, min_channels: int | None = None) -> bool:
+    """Winograd F(2x2, 3x3) runs 3x3 filters with stride 1 and dilation 1 (any padding) where C
+    and K are both >= ``min_channels``: narrower GEMMs between the transforms lose to v4's
+    kernels (H200, 2026-11-27: VGG 224 px 3->64 forward 0.36-0.39x cuDNN against v4's
+    0.95-0.98x; dW 64->128 at 112 px 0.24-0.25x against 0.46-0.47x, while 128->256 and
+    256->512 gain 0.34 -> 0.40 and 0.23-0.28 -> 0.48-0.50)."""
+    least = _CU5_MIN_CHANNELS if min_channels is None else min_channels
+    return (g.R == 3 and g.S == 3 and g.sh == 1 and g.sw == 1 and g.dh == 1 and g.dw == 1
+            and min(g.C, g.K) >= least)
+
+
+def _cu5_launch(backend, name, dtype, total, args):
+    fn = _cu_kernel(backend, name, dtype)
+    fn((min(blocks_for(total, CUDA_THREADS), _CU_MAX_BLOCKS),), (CUDA_THREADS,), args)
+
+
+def _cu5_images_per_chunk(N, tiles_per_image, rows, itemsize):
+    """Images per chunk: 16 transformed values per tile and row of the two tile tensors
+    (``rows`` = their rows together) within _CU5_WORKSPACE bytes (at least one image)."""
+    per_image = 16 * tiles_per_image * rows * itemsize
+    return max(1, min(N, _CU5_WORKSPACE // max(1, per_image)))
+
+
+def _cu5_input(backend, src, Cin, H, W, TH, TW, pad_h, pad_w):
+    """V (16, Cin, T): B^T d B of every 4x4 patch of ``src`` (n, Cin, H, W), T = n*TH*TW."""
+    xp = device_xp(backend)
+    n = src.shape[0]
+    V = xp.empty((16, Cin, n * TH * TW), src.dtype)
+    _cu5_launch(backend, "conv2d_wino_input", src.dtype, V[0].size,
+                (V, src) + tuple(np.int32(v) for v in (n, Cin, H, W, TH, TW, pad_h, pad_w)))
+    return V
+
+
+def _cu5_weights(backend, weight, flip):
+    """U (16, K, C) = G g G^T of every filter, or (16, C, K) of the flipped transpose."""
+    xp = device_xp(backend)
+    K, C = weight.shape[:2]
+    U = xp.empty((16, C, K) if flip else (16, K, C), weight.dtype)
+    _cu5_launch(backend, "conv2d_wino_weight", weight.dtype, K * C,
+                (U, weight, np.int32(K), np.int32(C), np.int32(flip)))
+    return U
+
+
+def _cu5_correlate(backend, out, src, U, bias, pad_h, pad_w):
+    """out (N, Kout, P, Q) = 3x3 correlation of src (N, Cin, H, W) with the filters whose
+    transforms are U (16, Kout, Cin), + bias, chunked over images."""
+    xp = device_xp(backend)
+    N, Cin, H, W = src.shape
+    _, Kout, P, Q = out.shape
+    TH, TW = -(-P // 2), -(-Q // 2)
+    b, has_b = _cu_bias_args(bias, U)
+    step = _cu5_images_per_chunk(N, TH * TW, Cin + Kout, src.itemsize)
+    for n0 in range(0, N, step):
+        n1 = min(N, n0 + step)
+        M = xp.matmul(U, _cu5_input(backend, src[n0:n1], Cin, H, W, TH, TW, pad_h, pad_w))
+        _cu5_launch(backend, "conv2d_wino_output", src.dtype, M[0].size,
+                    (out[n0:n1], M, b, has_b) + tuple(np.int32(v) for v in
+                                                      (n1 - n0, Kout, P, Q, TH, TW)))
+
+
+def _cu_forward_wino(backend, out, x, weight, bias, g):
+    if not _cu5_applies(g):
+        return _cu_forward_gemm(backend, out, x, weight, bias, g)
+    _cu5_correlate(backend, out, x, _cu5_weights(backend, weight, 0), bias, g.ph, g.pw)
+
+
+def _cu_backward_data_wino(backend, dx, dout, weight, g):
+    if not _cu5_applies(g):
+        return _cu_backward_data_gemm(backend, dx, dout, weight, g)
+    # dx = dout (padded by 2 - pad) correlated with W flipped and transposed
+    _cu5_correlate(backend, dx, dout, _cu5_weights(backend, weight, 1), None,
+                   2 - g.ph, 2 - g.pw)
+
+
+def _cu_backward_weight_wino(backend, dw_acc, dout, x, g):
+    if not _cu5_applies(g, _CU5_MIN_CHANNELS_DW):
+        return _cu_backward_weight_gemm(backend, dw_acc, dout, x, g)
+    xp = device_xp(backend)
+    TH, TW = -(-g.P // 2), -(-g.Q // 2)
+    dU = xp.zeros((16, g.K, g.C), x.dtype)
+    step = _cu5_images_per_chunk(g.N, TH * TW, g.C + g.K, x.itemsize)
+    for n0 in range(0, g.N, step):
+        n1 = min(g.N, n0 + step)
+        V = _cu5_input(backend, x[n0:n1], g.C, g.H, g.W, TH, TW, g.ph, g.pw)
+        DY = xp.empty((16, g.K, V.shape[2]), x.dtype)
+        _cu5_launch(backend, "conv2d_wino_dout", x.dtype, DY[0].size,
+                    (DY, dout[n0:n1]) + tuple(np.int32(v) for v in
+                                              (n1 - n0, g.K, g.P, g.Q, TH, TW)))
+        dU += xp.matmul(DY, V.transpose(0, 2, 1))
+    _cu5_launch(backend, "conv2d_wino_weight_grad", x.dtype, g.K * g.C,
+                (dw_acc, dU, np.int32(g.K), np.int32(g.C)))
+
+
 def _make_cuda_conv2d(version, fwd, bwd_data, bwd_weight):
     """The three op callables of CUDA version ``version`` for ``backend``."""
     def make_forward(backend):
@@ -2329,13 +2571,21 @@ _DOC_CU2 = ("shared-memory tiled implicit GEMM, 64x64 tile, 16-deep steps, 4x4 p
             "bwd-data per stride phase, bwd-weight split-K (deterministic)")
 _DOC_CU3 = ("forward: register-blocked implicit GEMM, 128x128 / 64x64 / 32x128 tiles, 8x8 or 4x4 "
             "per thread, double-buffered 8-deep stages, 1x1 vector loads; backward: v2's kernels")
+_DOC_CU4 = ("v3's forward; backward: the same register-blocked double-buffered implicit GEMM "
+            "for dx (per stride phase; v1's direct kernel for C <= 4) and dW (split-K)")
+_DOC_CU5 = ("Winograd F(2x2,3x3) for 3x3 stride-1 undilated layers with C, K >= 32 (dW: "
+            ">= 128): transform kernels + cuBLAS batched GEMMs; v4 elsewhere")
 for _v, _default, _doc, _kernels in (
         (1, False, _DOC_CU1, (_cu_forward_direct, _cu_backward_data_direct,
                               _cu_backward_weight_direct)),
         (2, False, _DOC_CU2, (_cu_forward_tiled, _cu_backward_data_tiled,
                              _cu_backward_weight_tiled)),
-        (3, True, _DOC_CU3, (_cu_forward_gemm, _cu_backward_data_tiled,
-                              _cu_backward_weight_tiled))):
+        (3, False, _DOC_CU3, (_cu_forward_gemm, _cu_backward_data_tiled,
+                               _cu_backward_weight_tiled)),
+        (4, False, _DOC_CU4, (_cu_forward_gemm, _cu_backward_data_gemm,
+                               _cu_backward_weight_gemm)),
+        (5, True, _DOC_CU5, (_cu_forward_wino, _cu_backward_data_wino,
+                              _cu_backward_weight_wino))):
     for _op, _factory in zip(("conv2d_forward", "conv2d_backward_data", "conv2d_backward_weight"),
                              _make_cuda_conv2d(_v, *_kernels)):
         register_cuda(_op, _v, default=_default, doc=_doc)(_factory)

@@ -35,3 +35,16 @@ def test_row_text_names_both_timings():
                train_ms=3.0, rel_err=1e-7, ok=True, worst_tensor="")
     text = gpu_report._row_text(row)
     assert "fwd     1.000 ms" in text and "stream    0.500" in text
+
+
+def test_conv_rows_carry_the_backward_passes():
+    """conv rows time dL/dx and dL/dW alone too: their ratios and the row text name them."""
+    rows = [dict(workload="c", op="conv2d", impl="cuda/v4", forward_ms=1.0,
+                 forward_stream_ms=1.0, train_ms=4.0, bwd_data_ms=2.0, bwd_weight_ms=1.0,
+                 rel_err=1e-7, ok=True, worst_tensor=""),
+            dict(workload="c", op="conv2d", impl="torch-cuda", forward_ms=1.0,
+                 forward_stream_ms=1.0, train_ms=3.0, bwd_data_ms=1.0, bwd_weight_ms=1.5,
+                 ok=True)]
+    (s,) = gpu_report.summarize(rows, copy_gbs=4000.0)
+    assert s["bwd_data_vs_torch"] == 0.5 and s["bwd_weight_vs_torch"] == 1.5
+    assert "dx 2.000 dW 1.000 ms" in gpu_report._row_text(rows[0])

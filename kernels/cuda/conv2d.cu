@@ -60,6 +60,30 @@
 // seqgrid: instantiate conv2d_fwd_gemm<double, 128, 128, 8, 8>
 // seqgrid: instantiate conv2d_fwd_gemm<double, 64, 64, 4, 4>
 // seqgrid: instantiate conv2d_fwd_gemm<double, 32, 128, 4, 4>
+// seqgrid: instantiate conv2d_wino_input<float>
+// seqgrid: instantiate conv2d_wino_input<double>
+// seqgrid: instantiate conv2d_wino_weight<float>
+// seqgrid: instantiate conv2d_wino_weight<double>
+// seqgrid: instantiate conv2d_wino_output<float>
+// seqgrid: instantiate conv2d_wino_output<double>
+// seqgrid: instantiate conv2d_wino_dout<float>
+// seqgrid: instantiate conv2d_wino_dout<double>
+// seqgrid: instantiate conv2d_wino_weight_grad<float>
+// seqgrid: instantiate conv2d_wino_weight_grad<double>
+// seqgrid: instantiate conv2d_add_splits_cols<float>
+// seqgrid: instantiate conv2d_add_splits_cols<double>
+// seqgrid: instantiate conv2d_bwd_gemm<float, 128, 128, 8, 8, 0>
+// seqgrid: instantiate conv2d_bwd_gemm<float, 128, 128, 8, 8, 1>
+// seqgrid: instantiate conv2d_bwd_gemm<float, 64, 64, 4, 4, 0>
+// seqgrid: instantiate conv2d_bwd_gemm<float, 64, 64, 4, 4, 1>
+// seqgrid: instantiate conv2d_bwd_gemm<float, 32, 128, 4, 4, 0>
+// seqgrid: instantiate conv2d_bwd_gemm<float, 32, 128, 4, 4, 1>
+// seqgrid: instantiate conv2d_bwd_gemm<double, 128, 128, 8, 8, 0>
+// seqgrid: instantiate conv2d_bwd_gemm<double, 128, 128, 8, 8, 1>
+// seqgrid: instantiate conv2d_bwd_gemm<double, 64, 64, 4, 4, 0>
+// seqgrid: instantiate conv2d_bwd_gemm<double, 64, 64, 4, 4, 1>
+// seqgrid: instantiate conv2d_bwd_gemm<double, 32, 128, 4, 4, 0>
+// seqgrid: instantiate conv2d_bwd_gemm<double, 32, 128, 4, 4, 1>
 
 // N batch, C in-ch, K out-ch, H W in, P Q out, R S filter, sh sw stride, ph pw pad, dh dw dilation
 
@@ -613,6 +637,68 @@ __device__ __forceinline__ Conv3RowInfo conv3_row(int kg, int CRS, int RS, int S
     return ri;
 }
 
+// acc += the BK outer products of one stage from shared memory: this thread's TM rows of A^T
+// (As[kk][g*4*TY + ty*4 + {0..3}]) and TN columns of B (Bs[kk][g*4*TX + tx*4 + {0..3}]) read
+// as 4-vectors, the fragments double-buffered in registers (step kk+1's are read while kk's
+// are used).
+template <typename T, int BK, int TM, int TN, int TY, int TX, int APAD, int BPAD>
+__device__ __forceinline__ void conv3_stage_mma(T (&acc)[TM][TN], const T (*As)[APAD],
+                                                const T (*Bs)[BPAD], int ty, int tx) {
+    T a[2][TM], b[2][TN];
+    auto load_frags = [&](int kk, T* fa, T* fb) {
+#pragma unroll
+        for (int g = 0; g < TM / 4; ++g)
+            Conv3Vec<T>::load(&As[kk][g * 4 * TY + ty * 4], fa + 4 * g);
+#pragma unroll
+        for (int g = 0; g < TN / 4; ++g)
+            Conv3Vec<T>::load(&Bs[kk][g * 4 * TX + tx * 4], fb + 4 * g);
+    };
+    load_frags(0, a[0], b[0]);
+#pragma unroll
+    for (int kk = 0; kk < BK; ++kk) {
+        if (kk + 1 < BK) load_frags(kk + 1, a[(kk + 1) & 1], b[(kk + 1) & 1]);
+#pragma unroll
+        for (int i = 0; i < TM; ++i)
+#pragma unroll
+            for (int j = 0; j < TN; ++j) acc[i][j] += a[kk & 1][i] * b[kk & 1][j];
+    }
+}
+
+// The double-buffered main loop of v3's forward and v4's backward: acc = the sum over the nst
+// stages. fill_rows(stage, buf) writes a stage's row table, load_stage(stage) loads its tiles
+// into registers, store_stage(buf) stores them to shared buffer buf. Stage t: the loads of t+1
+// are in flight while t's outer products run from buffer t%2; then they are stored to buffer
+// (t+1)%2 and the table of t+2 is written to rows[t%2] (last read by load_stage(t)); one
+// barrier per stage.
+template <typename T, int BK, int TM, int TN, int TY, int TX, int APAD, int BPAD,
+          typename Fill, typename Load, typename Store>
+__device__ __forceinline__ void conv3_main_loop(T (&acc)[TM][TN], T (*As)[BK][APAD],
+                                                T (*Bs)[BK][BPAD], int nst, int ty, int tx,
+                                                Fill fill_rows, Load load_stage,
+                                                Store store_stage) {
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int j = 0; j < TN; ++j) acc[i][j] = T(0);
+    fill_rows(0, 0);
+    __syncthreads();
+    if (nst > 0) {
+        load_stage(0);
+        store_stage(0);
+    }
+    if (nst > 1) fill_rows(1, 1);
+    __syncthreads();
+    for (int t = 0; t < nst; ++t) {
+        const int cur = t & 1;
+        const bool more = t + 1 < nst;         // uniform over the block
+        if (more) load_stage(t + 1);
+        conv3_stage_mma<T, BK, TM, TN, TY, TX>(acc, As[cur], Bs[cur], ty, tx);
+        if (more) store_stage(cur ^ 1);
+        if (t + 2 < nst) fill_rows(t + 2, cur);
+        __syncthreads();
+    }
+}
+
 // out: (N, K, P, Q) written; grid (ceil(N*P*Q / BN), ceil(K / BM)), block CONV3_THREADS.
 template <typename T, int BM, int BN, int TM, int TN>
 __global__ void __launch_bounds__(CONV3_THREADS, Conv3MinBlocks<T>::value)
@@ -723,49 +809,9 @@ conv2d_fwd_gemm(T* __restrict__ out, const T* __restrict__ x, const T* __restric
         }
     };
 
-    // this thread's TM rows and TN columns of step kk from shared buffer buf, as 4-vectors
-    auto load_frags = [&](int buf, int kk, T* a, T* b) {
-#pragma unroll
-        for (int g = 0; g < TM / 4; ++g)
-            Conv3Vec<T>::load(&As[buf][kk][g * 4 * TY + ty * 4], a + 4 * g);
-#pragma unroll
-        for (int g = 0; g < TN / 4; ++g)
-            Conv3Vec<T>::load(&Bs[buf][kk][g * 4 * TX + tx * 4], b + 4 * g);
-    };
-
     T acc[TM][TN];
-#pragma unroll
-    for (int i = 0; i < TM; ++i)
-#pragma unroll
-        for (int j = 0; j < TN; ++j) acc[i][j] = T(0);
-
-    fill_rows(0, 0);
-    __syncthreads();
-    if (nst > 0) {
-        load_stage(0);
-        store_stage(0);
-    }
-    if (nst > 1) fill_rows(1, 1);
-    __syncthreads();
-    for (int t = 0; t < nst; ++t) {
-        const int cur = t & 1;
-        const bool more = t + 1 < nst;         // uniform over the block
-        if (more) load_stage(t + 1);
-        // fragments double-buffered in registers: step kk+1's are read while kk's are used
-        T a[2][TM], b[2][TN];
-        load_frags(cur, 0, a[0], b[0]);
-#pragma unroll
-        for (int kk = 0; kk < BK; ++kk) {
-            if (kk + 1 < BK) load_frags(cur, kk + 1, a[(kk + 1) & 1], b[(kk + 1) & 1]);
-#pragma unroll
-            for (int i = 0; i < TM; ++i)
-#pragma unroll
-                for (int j = 0; j < TN; ++j) acc[i][j] += a[kk & 1][i] * b[kk & 1][j];
-        }
-        if (more) store_stage(cur ^ 1);
-        if (t + 2 < nst) fill_rows(t + 2, cur);   // rows[cur] was last read by load_stage(t)
-        __syncthreads();
-    }
+    conv3_main_loop<T, BK, TM, TN, TY, TX>(acc, As, Bs, nst, ty, tx, fill_rows, load_stage,
+                                           store_stage);
 
     // epilogue
     T bv[TM];
@@ -806,6 +852,498 @@ conv2d_fwd_gemm(T* __restrict__ out, const T* __restrict__ x, const T* __restric
                     ++n;
                 }
             }
+        }
+    }
+}
+
+// =============================================================================================
+// v4 backward: v3's register-blocked, double-buffered implicit GEMM (same stages, tiles, thread
+// layout and conv3_stage_mma) for the two backward passes; v4's forward is v3's kernel. Both
+// passes read their operands through one per-stage row table rows[2][BK] (Conv4Row, filled by
+// lane 0 of warp kk for reduction row kg = stage*BK + kk, double-buffered like v3's) and
+// per-thread column registers, so no division is left in the loads:
+//   A(m, kg) = a[m * a_ld + rows[kg].a]                             (rows m < M)
+//   B(kg, j) = b[col.base + rows[kg].b]
+//              if (unsigned)(col.h + rows[kg].h) < BH and (unsigned)(col.w + rows[kg].w) < BW
+// MODE CONV4_DATA: dx (C, cols) = W^T (C, K*Rg*Sg) @ dout gathered (K*Rg*Sg, cols), per
+//   stride phase (blockIdx.z, as v2): rows m = c, columns j = (n, ih, iw) (input pixel
+//   h = hs + ih*sh, w = ws + iw*sw), reduction kg = (k, jr, js) (taps r = r0 + jr*rstep,
+//   s = s0 + js*sstep). In this phase p = (h + ph - r*dh) / sh = ih + poff(r) with
+//   poff(r) = (hs + ph - r*dh) / sh an exact division, so
+//     a = w, a_ld = R*S, rows.a = k*C*R*S + r*S + s;
+//     b = dout, BH x BW = P x Q, col = {n*K*P*Q + ih*Q + iw, ih, iw},
+//     rows = {k*P*Q + poff*Q + qoff, poff, qoff}.
+//   B is loaded like v3's forward: one column per thread (consecutive threads: consecutive iw,
+//   coalesced in dout), B_RPT consecutive rows. Every dx element is written (phases without
+//   taps write zeros).
+// MODE CONV4_WEIGHT: dW (K, C*R*S) (+)= dout (K, N*P*Q) @ col^T (N*P*Q, C*R*S), the reduction
+//   split over blockIdx.z (v2's split-K: [z*chunk, min((z+1)*chunk, N*P*Q)), written to
+//   dst + z*K*C*R*S, "+=" when accumulate, else "=" into the workspace summed by
+//   conv2d_add_splits_cols):
+//   rows m = k, columns j = (c, r, s), reduction kg = (n, p, q):
+//     a = dout, a_ld = P*Q, rows.a = n*K*P*Q + p*Q + q;
+//     b = x, BH x BW = H x W, col = {c*H*W + r*dh*W + s*dw, r*dh, s*dw},
+//     rows = {n*C*H*W + hp*W + wq, hp, wq} with hp = p*sh - ph, wq = q*sw - pw.
+//   B is loaded transposed: thread tid reads reduction row tid % BK of columns tid / BK +
+//   i * (NT / BK) (consecutive threads: consecutive pixels q, coalesced in x); Bs rows are
+//   padded to BN + 4 so these stores are conflict-free.
+// Epilogue: 4-vector stores when out_vec (DATA: stride 1 and H*W % 4 == 0; WEIGHT:
+// C*R*S % 4 == 0; and 16-byte aligned), else scalar. Offsets are int (the launcher checks,
+// else v2's kernels run).
+// =============================================================================================
+#define CONV4_DATA 0
+#define CONV4_WEIGHT 1
+
+struct __align__(16) Conv4Row {
+    int a, b, h, w;
+};
+
+// The phase's valid taps along one axis: first, step, count (conv_phase_taps) and the offset
+// the output index moves by, for the phase start hs (h = hs + ih*st): poff(t) = (hs + pad -
+// t*d) / st.
+struct Conv4Taps {
+    int first, step, count, hs_pad;
+};
+
+template <typename T, int BM, int BN, int TM, int TN, int MODE>
+__global__ void __launch_bounds__(CONV3_THREADS, Conv3MinBlocks<T>::value)
+conv2d_bwd_gemm(T* __restrict__ dst, const T* __restrict__ dout, const T* __restrict__ src,
+                int accumulate, int chunk, int out_vec, int N, int C, int H, int W, int K,
+                int R, int S, int P, int Q, int sh, int sw, int ph, int pw, int dh, int dw) {
+    // src: w (DATA) or x (WEIGHT); dst: dx (DATA) or dW / the split workspace (WEIGHT)
+    constexpr int BK = CONV3_BK, NT = CONV3_THREADS;
+    constexpr int TY = BM / TM, TX = BN / TN;
+    constexpr int A_LOADS = BM * BK / NT, A_ROWSTEP = NT / BK;
+    constexpr int B_RPT = BK * BN / NT;        // B elements per thread per stage
+    constexpr int NCOL = MODE == CONV4_DATA ? 1 : B_RPT;   // B columns per thread
+    static_assert(TY * TX == NT, "one thread per TM x TN sub-tile");
+    static_assert(TM % 4 == 0 && TN % 4 == 0 && TX % 8 == 0 && TY % 4 == 0, "4-vector layout");
+    static_assert(A_LOADS * NT == BM * BK && NT % BK == 0, "A loads");
+    static_assert(B_RPT * NT == BK * BN && NT % BN == 0, "B loads");
+    constexpr int APAD = BM + 4, BPAD = BN + 4;
+
+    __shared__ __align__(16) T As[2][BK][APAD];
+    __shared__ __align__(16) T Bs[2][BK][BPAD];
+    __shared__ Conv4Row rows[2][BK];
+
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int tx = (warp % (TX / 8)) * 8 + (lane & 7);
+    const int ty = (warp / (TX / 8)) * 4 + (lane >> 3);
+    const int RS = R * S, HW = H * W, PQ = P * Q;
+
+    // GEMM sizes, the reduction range [kbeg, kend) and the phase (DATA)
+    int M, ncols, kbeg, kend, a_ld, BH, BW;
+    const T* a_src;
+    const T* b_src;
+    int hs = 0, ws = 0, Hg = 0, Wg = 0;
+    Conv4Taps th = {0, 1, 0, 0}, tw = {0, 1, 0, 0};
+    if (MODE == CONV4_DATA) {
+        const int ah = (int)blockIdx.z / sw, aw = (int)blockIdx.z % sw;
+        hs = ((ah - ph) % sh + sh) % sh;
+        ws = ((aw - pw) % sw + sw) % sw;
+        Hg = hs < H ? (H - 1 - hs) / sh + 1 : 0;
+        Wg = ws < W ? (W - 1 - ws) / sw + 1 : 0;
+        conv_phase_taps(ah, sh, dh, R, &th.first, &th.step, &th.count);
+        conv_phase_taps(aw, sw, dw, S, &tw.first, &tw.step, &tw.count);
+        th.hs_pad = hs + ph;
+        tw.hs_pad = ws + pw;
+        M = C;
+        ncols = Hg * Wg * N;
+        kbeg = 0;
+        kend = K * th.count * tw.count;
+        a_ld = RS;
+        a_src = src;
+        b_src = dout;
+        BH = P;
+        BW = Q;
+    } else {
+        M = K;
+        ncols = C * RS;
+        kbeg = (int)blockIdx.z * chunk;
+        kend = min(kbeg + chunk, N * PQ);
+        a_ld = PQ;
+        a_src = dout;
+        b_src = src;
+        BH = H;
+        BW = W;
+    }
+    const int m0 = blockIdx.y * BM;
+    const int j0 = blockIdx.x * BN;
+    if (j0 >= ncols) return;                   // the whole block (DATA: a smaller phase)
+    const int nst = (kend - kbeg + BK - 1) / BK;
+
+    // reduction row kg's table entry
+    auto row_info = [&](int kg) {
+        Conv4Row ri;
+        if (kg >= kend) {
+            ri.a = 0;
+            ri.b = 0;
+            ri.h = CONV3_ROW_NONE;
+            ri.w = 0;
+        } else if (MODE == CONV4_DATA) {
+            const int RSg = th.count * tw.count;
+            const int k = kg / RSg, rs = kg - k * RSg, jr = rs / tw.count;
+            const int r = th.first + jr * th.step, s = tw.first + (rs - jr * tw.count) * tw.step;
+            ri.a = k * C * RS + r * S + s;
+            ri.h = (th.hs_pad - r * dh) / sh;
+            ri.w = (tw.hs_pad - s * dw) / sw;
+            ri.b = k * PQ + ri.h * Q + ri.w;
+        } else {
+            const int n = kg / PQ, pq = kg - n * PQ, p = pq / Q, q = pq - p * Q;
+            ri.a = n * K * PQ + pq;
+            ri.h = p * sh - ph;
+            ri.w = q * sw - pw;
+            ri.b = n * C * HW + ri.h * W + ri.w;
+        }
+        return ri;
+    };
+    auto fill_rows = [&](int stage, int buf) {
+        if (lane == 0)
+            for (int kk = warp; kk < BK; kk += NT / 32)
+                rows[buf][kk] = row_info(kbeg + stage * BK + kk);
+    };
+
+    // A: this thread's step column a_kk and rows a_row + i * A_ROWSTEP
+    const int a_kk = tid % BK, a_row = tid / BK;
+    T ra[A_LOADS];
+
+    // B: this thread's NCOL columns (base, h, w) and first reduction row
+    const int b_k = MODE == CONV4_DATA ? (tid / BN) * B_RPT : tid % BK;
+    int cbase[NCOL], ch[NCOL], cw[NCOL];
+#pragma unroll
+    for (int i = 0; i < NCOL; ++i) {
+        const int bj = j0 + (MODE == CONV4_DATA ? tid % BN : tid / BK + i * (NT / BK));
+        cbase[i] = 0;
+        ch[i] = CONV3_ROW_NONE;                // fails every bounds check past the columns
+        cw[i] = 0;
+        if (bj < ncols) {
+            if (MODE == CONV4_DATA) {
+                const int HWg = Hg * Wg, n = bj / HWg, ihw = bj - n * HWg;
+                ch[i] = ihw / Wg;
+                cw[i] = ihw - ch[i] * Wg;
+                cbase[i] = n * K * PQ + ch[i] * Q + cw[i];
+            } else {
+                const int c = bj / RS, rs = bj - c * RS, r = rs / S;
+                ch[i] = r * dh;
+                cw[i] = (rs - r * S) * dw;
+                cbase[i] = c * HW + ch[i] * W + cw[i];
+            }
+        }
+    }
+    T rb[B_RPT];
+
+    // global -> registers for stage `stage` (its row table in rows[stage & 1])
+    auto load_stage = [&](int stage) {
+        const Conv4Row (&rt)[BK] = rows[stage & 1];
+        const bool ak_ok = kbeg + stage * BK + a_kk < kend;
+        const int aoff = rt[a_kk].a;
+#pragma unroll
+        for (int i = 0; i < A_LOADS; ++i) {
+            const int m = m0 + a_row + i * A_ROWSTEP;
+            ra[i] = (ak_ok && m < M) ? a_src[m * a_ld + aoff] : T(0);
+        }
+#pragma unroll
+        for (int i = 0; i < B_RPT; ++i) {
+            const int c = MODE == CONV4_DATA ? 0 : i;
+            const Conv4Row ri = rt[MODE == CONV4_DATA ? b_k + i : b_k];
+            const int h = ch[c] + ri.h, ww = cw[c] + ri.w;
+            rb[i] = ((unsigned)h < (unsigned)BH && (unsigned)ww < (unsigned)BW)
+                        ? b_src[cbase[c] + ri.b] : T(0);
+        }
+    };
+    // registers -> shared buffer buf
+    auto store_stage = [&](int buf) {
+#pragma unroll
+        for (int i = 0; i < A_LOADS; ++i) As[buf][a_kk][a_row + i * A_ROWSTEP] = ra[i];
+#pragma unroll
+        for (int i = 0; i < B_RPT; ++i) {
+            if (MODE == CONV4_DATA) Bs[buf][b_k + i][tid % BN] = rb[i];
+            else Bs[buf][b_k][tid / BK + i * (NT / BK)] = rb[i];
+        }
+    };
+
+    T acc[TM][TN];
+    conv3_main_loop<T, BK, TM, TN, TY, TX>(acc, As, Bs, nst, ty, tx, fill_rows, load_stage,
+                                           store_stage);
+
+    // epilogue: element (m, j) of the GEMM goes to dst[m * m_ld + out_off(j)]
+    const int m_ld = MODE == CONV4_DATA ? HW : C * RS;
+    T* d = MODE == CONV4_DATA ? dst : dst + (long long)blockIdx.z * K * C * RS;
+    auto out_off = [&](int j) {
+        if (MODE == CONV4_DATA) {
+            const int HWg = Hg * Wg, n = j / HWg, ihw = j - n * HWg, ih = ihw / Wg;
+            return n * C * HW + (hs + ih * sh) * W + ws + (ihw - ih * Wg) * sw;
+        }
+        return j;
+    };
+    auto put = [&](T* p, T v) {
+        if (MODE == CONV4_WEIGHT && accumulate) *p += v;
+        else *p = v;
+    };
+#pragma unroll
+    for (int g = 0; g < TN / 4; ++g) {
+        const int jb = j0 + g * 4 * TX + tx * 4;
+        if (jb >= ncols) continue;
+        if (out_vec) {       // jb..jb+3 valid and contiguous in dst (the launcher's condition)
+            const int o = out_off(jb);
+#pragma unroll
+            for (int i = 0; i < TM; ++i) {
+                const int m = m0 + (i / 4) * 4 * TY + ty * 4 + (i % 4);
+                if (m >= M) continue;
+                T v[4];
+                T* p = d + m * m_ld + o;
+                if (MODE == CONV4_WEIGHT && accumulate) Conv3Vec<T>::load(p, v);
+#pragma unroll
+                for (int jj = 0; jj < 4; ++jj)
+                    v[jj] = (MODE == CONV4_WEIGHT && accumulate) ? v[jj] + acc[i][4 * g + jj]
+                                                                 : acc[i][4 * g + jj];
+                Conv3Vec<T>::store(p, v);
+            }
+        } else {
+#pragma unroll
+            for (int jj = 0; jj < 4; ++jj) {
+                if (jb + jj >= ncols) break;
+                const int o = out_off(jb + jj);
+#pragma unroll
+                for (int i = 0; i < TM; ++i) {
+                    const int m = m0 + (i / 4) * 4 * TY + ty * 4 + (i % 4);
+                    if (m < M) put(d + m * m_ld + o, acc[i][4 * g + jj]);
+                }
+            }
+        }
+    }
+}
+
+// dst[i] += sum_{z < splits} part[z*total + i] for v4's split-K workspace, which can hold
+// hundreds of splits of a small dW (DeepSpeech conv1: ~520 x 3200): conv2d_add_splits' one
+// thread per output would run a 520-long chain in each of only 3200 threads. Here block
+// (32, CONV4_ADD_ROWS) owns 32 consecutive outputs; thread (tx, ty) sums splits ty, ty + ROWS,
+// ... (coalesced along tx), then the ROWS partial sums are added in a fixed order
+// (deterministic). grid (ceil(total / 32)).
+#define CONV4_ADD_ROWS 8
+template <typename T>
+__global__ void conv2d_add_splits_cols(T* __restrict__ dst, const T* __restrict__ part,
+                                       int splits, long long total) {
+    __shared__ T red[CONV4_ADD_ROWS][32];
+    const int tx = threadIdx.x, ty = threadIdx.y;
+    const long long i = (long long)blockIdx.x * 32 + tx;
+    T acc = T(0);
+    if (i < total)
+        for (int z = ty; z < splits; z += CONV4_ADD_ROWS) acc += part[(long long)z * total + i];
+    red[ty][tx] = acc;
+    __syncthreads();
+    if (ty == 0 && i < total) {
+        T sum = red[0][tx];
+#pragma unroll
+        for (int r = 1; r < CONV4_ADD_ROWS; ++r) sum += red[r][tx];
+        dst[i] += sum;
+    }
+}
+
+// =============================================================================================
+// v5 Winograd F(2x2, 3x3) for 3x3 stride-1 undilated convolutions (any padding); the batched
+// GEMMs between the transforms are cuBLAS's (cupy.matmul; not the studied kernel), the
+// transforms are these kernels. Tile t = (n, th, tw) of a TH x TW grid over the output: its 2x2
+// outputs (2th + i, 2tw + j) read the 4x4 input patch at (2th - pad_h, 2tw - pad_w) (zeros
+// outside the input). Transformed tensors are [16][rows][tiles] (element e = 4*i + j major), so
+// the GEMM for element e is a plain (rows x red) @ (red x tiles) matrix product:
+//   forward        M[e] (K x T) = U[e] (K x C) @ V[e] (C x T), out = A^T M A (+ bias)
+//   backward-data  the forward of dout (pad 2 - pad) with W flipped and transposed
+//                  (W'[c][k][r][s] = W[k][c][2-r][2-s]): dx = A^T (U' @ V(dout)) A
+//   backward-wt    dU[e] (K x C) = DY[e] (K x T) @ V[e]^T, DY = A dY A^T (dY: the tile's 2x2
+//                  output gradient, zeros past P, Q), dW += G^T dU G: the F(3x3, 2x2)
+//                  algorithm, the transpose of F(2x2, 3x3), dW_rs = sum dY_pq x_{p+r, q+s}.
+// B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1],
+// A^T = [1 1 1 0; 0 1 -1 -1]. One thread per (row, tile) or (k, c); offsets 64-bit.
+// =============================================================================================
+
+// Element i of a [rows][tiles] grid-stride loop: tile t = i % tiles, row i / tiles, and the
+// tile's image n and position (th, tw) in its TH x TW grid.
+struct ConvWinoTile {
+    long long t, n;
+    int row, th, tw;
+};
+
+__device__ __forceinline__ ConvWinoTile conv_wino_tile(long long i, long long tiles, int TH,
+                                                       int TW) {
+    ConvWinoTile w;
+    w.t = i % tiles;
+    w.row = (int)(i / tiles);
+    w.n = w.t / ((long long)TH * TW);
+    const int thw = (int)(w.t - w.n * TH * TW);
+    w.th = thw / TW;
+    w.tw = thw - w.th * TW;
+    return w;
+}
+
+// V[e][c][t] = (B^T d B)[e] of channel c's 4x4 patch of tile t; src (N, C, H, W); grid-stride
+// over C*T, t fastest (coalesced V stores; the patch loads of neighbouring tiles overlap).
+template <typename T>
+__global__ void conv2d_wino_input(T* __restrict__ V, const T* __restrict__ src, int N, int C,
+                                  int H, int W, int TH, int TW, int pad_h, int pad_w) {
+    const long long tiles = (long long)N * TH * TW, total = tiles * C;
+    CONV_GRID_STRIDE(i, total) {
+        const ConvWinoTile tl = conv_wino_tile(i, tiles, TH, TW);
+        const long long t = tl.t;
+        const int c = tl.row, h0 = 2 * tl.th - pad_h, w0 = 2 * tl.tw - pad_w;
+        const T* s = src + (tl.n * C + c) * H * W;
+        T d[4][4];
+#pragma unroll
+        for (int a = 0; a < 4; ++a)
+#pragma unroll
+            for (int b = 0; b < 4; ++b) {
+                const int h = h0 + a, w = w0 + b;
+                d[a][b] = ((unsigned)h < (unsigned)H && (unsigned)w < (unsigned)W)
+                              ? s[(long long)h * W + w] : T(0);
+            }
+        T u[4][4];                                   // B^T d
+#pragma unroll
+        for (int b = 0; b < 4; ++b) {
+            u[0][b] = d[0][b] - d[2][b];
+            u[1][b] = d[1][b] + d[2][b];
+            u[2][b] = d[2][b] - d[1][b];
+            u[3][b] = d[1][b] - d[3][b];
+        }
+        T* v = V + (long long)c * tiles + t;
+        const long long es = (long long)C * tiles;
+#pragma unroll
+        for (int a = 0; a < 4; ++a) {                // (B^T d) B
+            v[(4 * a + 0) * es] = u[a][0] - u[a][2];
+            v[(4 * a + 1) * es] = u[a][1] + u[a][2];
+            v[(4 * a + 2) * es] = u[a][2] - u[a][1];
+            v[(4 * a + 3) * es] = u[a][1] - u[a][3];
+        }
+    }
+}
+
+// U[e][m][j] = (G g G^T)[e]: g = w[m][j] (flip == 0: rows m = k, columns j = c) or the
+// flipped transpose w[j][m][2-r][2-s] (flip != 0: rows m = c, columns j = k, for dx).
+// w (K, C, 3, 3); M x J = K x C or C x K; grid-stride over M*J, j fastest.
+template <typename T>
+__global__ void conv2d_wino_weight(T* __restrict__ U, const T* __restrict__ w, int K, int C,
+                                   int flip) {
+    const int M = flip ? C : K, J = flip ? K : C;
+    const long long total = (long long)M * J;
+    CONV_GRID_STRIDE(i, total) {
+        const int m = (int)(i / J), j = (int)(i - (long long)m * J);
+        const T* src = flip ? w + ((long long)j * C + m) * 9 : w + ((long long)m * C + j) * 9;
+        T g[3][3];
+#pragma unroll
+        for (int r = 0; r < 3; ++r)
+#pragma unroll
+            for (int s = 0; s < 3; ++s) g[r][s] = flip ? src[(2 - r) * 3 + 2 - s] : src[r * 3 + s];
+        T u[4][3];                                   // G g
+#pragma unroll
+        for (int s = 0; s < 3; ++s) {
+            u[0][s] = g[0][s];
+            u[1][s] = T(0.5) * (g[0][s] + g[1][s] + g[2][s]);
+            u[2][s] = T(0.5) * (g[0][s] - g[1][s] + g[2][s]);
+            u[3][s] = g[2][s];
+        }
+        T* o = U + i;
+#pragma unroll
+        for (int a = 0; a < 4; ++a) {                // (G g) G^T
+            o[(4 * a + 0) * total] = u[a][0];
+            o[(4 * a + 1) * total] = T(0.5) * (u[a][0] + u[a][1] + u[a][2]);
+            o[(4 * a + 2) * total] = T(0.5) * (u[a][0] - u[a][1] + u[a][2]);
+            o[(4 * a + 3) * total] = u[a][2];
+        }
+    }
+}
+
+// out[n][m][2th+i][2tw+j] = (A^T M A)[i][j] (+ bias[m]) for the outputs inside P x Q;
+// M [16][Mr][T]; out (N, Mr, P, Q); grid-stride over Mr*T, t fastest.
+template <typename T>
+__global__ void conv2d_wino_output(T* __restrict__ out, const T* __restrict__ Mt,
+                                   const T* __restrict__ bias, int has_bias, int N, int Mr,
+                                   int P, int Q, int TH, int TW) {
+    const long long tiles = (long long)N * TH * TW, total = tiles * Mr;
+    CONV_GRID_STRIDE(i, total) {
+        const ConvWinoTile tl = conv_wino_tile(i, tiles, TH, TW);
+        const int m = tl.row, th = tl.th, tw = tl.tw;
+        const T* src = Mt + (long long)m * tiles + tl.t;
+        T v[4][4];
+#pragma unroll
+        for (int e = 0; e < 16; ++e) v[e / 4][e % 4] = src[e * total];
+        T u[2][4];                                   // A^T v
+#pragma unroll
+        for (int b = 0; b < 4; ++b) {
+            u[0][b] = v[0][b] + v[1][b] + v[2][b];
+            u[1][b] = v[1][b] - v[2][b] - v[3][b];
+        }
+        const T bv = has_bias ? bias[m] : T(0);
+        T* o = out + (tl.n * Mr + m) * P * Q;
+#pragma unroll
+        for (int a = 0; a < 2; ++a) {                // (A^T v) A
+            const int p = 2 * th + a;
+            if (p >= P) continue;
+            const T y0 = u[a][0] + u[a][1] + u[a][2], y1 = u[a][1] - u[a][2] - u[a][3];
+            o[(long long)p * Q + 2 * tw] = y0 + bv;
+            if (2 * tw + 1 < Q) o[(long long)p * Q + 2 * tw + 1] = y1 + bv;
+        }
+    }
+}
+
+// DY[e][k][t] = (A dY A^T)[e], dY the 2x2 block of dout (N, K, P, Q) at (2th, 2tw) (zeros past
+// P, Q); grid-stride over K*T, t fastest.
+template <typename T>
+__global__ void conv2d_wino_dout(T* __restrict__ DY, const T* __restrict__ dout, int N, int K,
+                                 int P, int Q, int TH, int TW) {
+    const long long tiles = (long long)N * TH * TW, total = tiles * K;
+    CONV_GRID_STRIDE(i, total) {
+        const ConvWinoTile tl = conv_wino_tile(i, tiles, TH, TW);
+        const int k = tl.row, th = tl.th, tw = tl.tw;
+        const long long t = tl.t;
+        const T* s = dout + (tl.n * K + k) * P * Q;
+        T y[2][2];
+#pragma unroll
+        for (int a = 0; a < 2; ++a)
+#pragma unroll
+            for (int b = 0; b < 2; ++b) {
+                const int p = 2 * th + a, q = 2 * tw + b;
+                y[a][b] = (p < P && q < Q) ? s[(long long)p * Q + q] : T(0);
+            }
+        T u[4][2];                                   // A y, A = [1 0; 1 1; 1 -1; 0 -1]
+#pragma unroll
+        for (int b = 0; b < 2; ++b) {
+            u[0][b] = y[0][b];
+            u[1][b] = y[0][b] + y[1][b];
+            u[2][b] = y[0][b] - y[1][b];
+            u[3][b] = -y[1][b];
+        }
+        T* o = DY + (long long)k * tiles + t;
+#pragma unroll
+        for (int a = 0; a < 4; ++a) {                // (A y) A^T
+            o[(4 * a + 0) * total] = u[a][0];
+            o[(4 * a + 1) * total] = u[a][0] + u[a][1];
+            o[(4 * a + 2) * total] = u[a][0] - u[a][1];
+            o[(4 * a + 3) * total] = -u[a][1];
+        }
+    }
+}
+
+// dW[k][c] += G^T dU[k][c] G (3x3 from 4x4); dU [16][K][C]; grid-stride over K*C.
+template <typename T>
+__global__ void conv2d_wino_weight_grad(T* __restrict__ dW, const T* __restrict__ dU, int K,
+                                        int C) {
+    const long long total = (long long)K * C;
+    CONV_GRID_STRIDE(i, total) {
+        T v[4][4];
+#pragma unroll
+        for (int e = 0; e < 16; ++e) v[e / 4][e % 4] = dU[e * total + i];
+        T u[3][4];                                   // G^T v, G^T = [1 .5 .5 0; 0 .5 -.5 0;
+#pragma unroll                                       //               0 .5 .5 1]
+        for (int b = 0; b < 4; ++b) {
+            u[0][b] = v[0][b] + T(0.5) * (v[1][b] + v[2][b]);
+            u[1][b] = T(0.5) * (v[1][b] - v[2][b]);
+            u[2][b] = T(0.5) * (v[1][b] + v[2][b]) + v[3][b];
+        }
+        T* o = dW + i * 9;
+#pragma unroll
+        for (int r = 0; r < 3; ++r) {                // (G^T v) G
+            o[r * 3 + 0] += u[r][0] + T(0.5) * (u[r][1] + u[r][2]);
+            o[r * 3 + 1] += T(0.5) * (u[r][1] - u[r][2]);
+            o[r * 3 + 2] += T(0.5) * (u[r][1] + u[r][2]) + u[r][3];
         }
     }
 }
