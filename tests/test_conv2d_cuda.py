@@ -686,3 +686,23 @@ def test_v5_channel_rules():
         g = geo(x_shape, w_shape, padding=1)
         assert conv_mod._cu5_applies(g) == fwd, x_shape
         assert conv_mod._cu5_applies(g, conv_mod._CU5_MIN_CHANNELS_DW) == dw, x_shape
+
+
+@st.composite
+def wino_cases(draw):
+    N, C, K = draw(st.integers(1, 3)), draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    pad = (draw(st.integers(0, 3)), draw(st.integers(0, 3)))
+    H = max(1, 3 - 2 * pad[0]) + draw(st.integers(0, 7))
+    W = max(1, 3 - 2 * pad[1]) + draw(st.integers(0, 7))
+    return (N, C, H, W), (K, C, 3, 3), pad, draw(st.booleans()), draw(st.integers(0, 2**16))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@given(case=wino_cases())
+def test_v5_winograd_random_geometry(backend, dtype, case):
+    """Random 3x3 stride-1 layers through Winograd (channel rules lowered to 1)."""
+    x_shape, w_shape, pad, has_bias, seed = case
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(conv_mod, "_CU5_MIN_CHANNELS", 1)
+        mp.setattr(conv_mod, "_CU5_MIN_CHANNELS_DW", 1)
+        check_all(backend, 5, x_shape, w_shape, dict(padding=pad), dtype, seed, has_bias)
