@@ -118,7 +118,7 @@ cuda v3   forward: the same implicit GEMM with the classic SGEMM structure: a 12
           in the loop); 1x1 stride-1 unpadded convolutions (P*Q % 4 == 0, x 16-byte
           aligned) load 4 contiguous columns as one vector. 32-bit offsets: tensors near
           2^31 elements go to v2's forward (:func:`_cu3_fits_int`). Backward: v2's kernels.
-cuda v4   v3's forward; both backward passes on v3's GEMM structure (the cuda default), one
+cuda v4   v3's forward; both backward passes on v3's GEMM structure, one
           kernel with two modes (``conv2d_bwd_gemm``) reading its operands through a
           per-stage reduction-row table and per-thread column registers (no division in
           the loads). backward-data: (C, NHW) = W^T @ dout gathered, per stride phase
@@ -132,6 +132,13 @@ cuda v4   v3's forward; both backward passes on v3's GEMM structure (the cuda de
           transposed into padded shared rows. 32-bit offsets: larger tensors go to v2's
           kernels. H100, DeepBench training shapes: training steps 0.36-1.20x cuDNN
           (TF32 off) against v3's 0.04-0.88x; per pass see ``bench/results``.
+cuda v5   (the cuda default) Winograd F(2x2, 3x3) for 3x3 stride-1 undilated layers with
+          C, K >= 32 (forward, dx) / >= 128 (dW), v4 elsewhere (:func:`_cu5_applies`): five
+          transform kernels around cuBLAS strided-batched GEMMs (``cupy.matmul``) over the 16
+          transformed elements, chunked over images; dx is the same correlation of dout with
+          W flipped and transposed, dW the transposed algorithm F(3x3, 2x2). H200, DeepBench
+          training shapes: VGG 3x3 layers of >= 64 channels forward 1.15-1.91x cuDNN, training
+          steps 0.79-1.62x; every row's forward >= 0.56x (``bench/results``).
           dbias on cuda (every version): one block per k, shared-memory reduction.
 
 Helpers used by every version: :func:`conv2d_output_shape` and :func:`check_conv2d`.
@@ -2073,6 +2080,10 @@ conv2d_forward_numba_v8, conv2d_backward_data_numba_v8, conv2d_backward_weight_n
 #              N*P*Q into a workspace summed in a fixed order (deterministic).
 #   v3 gemm:   forward only (backward = v2's kernels): register-blocked implicit GEMM with
 #              double-buffered 8-deep stages, tile config by _cu_forward_gemm_plan.
+#   v4:        v3's forward; dx and dW on the same GEMM structure (conv2d_bwd_gemm; plans
+#              _cu4_data_plan / _cu4_weight_plan), v1's direct dx for C <= 4.
+#   v5:        Winograd F(2x2, 3x3) for 3x3 stride-1 layers of enough channels (_cu5_applies),
+#              else v4.
 # dbias (every version): one block per k, shared-memory reduction.
 # ----------------------------------------------------------------------------
 _CU_FILE = "conv2d.cu"
