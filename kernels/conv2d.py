@@ -95,7 +95,22 @@ numba v8  v7 with the few-output-pixel layers (:func:`gathered_gemm_applies`: fl
           backward-data 3.4-3.6 -> 2.8-4.0, weight gradient 3.2-3.3 -> 2.4-2.9 (PyTorch
           2.0 / 1.9-2.5 / 2.8-3.6); in ``seqgrid compare`` (fwd+bwd in turn, each pass finding
           the others' data in cache) N=2 5.5 -> 5.0 ms, N=4 10.1 -> 9.9 ms (PyTorch 4.1 /
-          7.1). The numba default.
+          7.1). The numba default until v9.
+numba v9  v8 with Winograd in CHANNEL LANES (``kernels/_wino_lanes.py``;
+          :func:`lane_winograd_applies`: v8's Winograd layers in float32 with C and K whole
+          vector widths and padding <= R - 1): the input copied once into a zero-padded NHWC
+          buffer, the tile transforms hand-written LLVM IR over VW channels at a time
+          (generated from the scalar 1-D transforms below: the same bits per value), GEMM
+          operands (a*a, tiles, channels). Forward: where K is a multiple of GATHER_NR, the
+          per-position products go through the gathered micro-kernel into a per-thread buffer
+          read by the output transform (M never stored); else BLAS GEMMs, then the output
+          transform. Backward-data: the forward correlation of dout, padded by R - 1 - pad,
+          with the filters rotated by 180 degrees and C, K swapped (no scatter-add of
+          overlapping tiles). Weight gradient: lane transforms of x and dout, A^T B GEMMs per
+          position, v8's inverse weight transforms. Per pass on the 2-core AVX-512 EPYC (VGG
+          28 px 64->128, N=8, interleaved): the transforms fell from 25-50% of each pass to
+          about 20%; forward / backward-data about 0.6-0.8x v8's time, weight gradient about
+          v8's.
 cuda v1   (kernels/cuda/conv2d.cu, on "cuda" and "cuda-emu") direct: one thread per
           output element (forward) / per input element gathering over the taps (k,r,s)
           that reach it (backward-data, no atomics); backward-weight one block per
@@ -154,6 +169,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from . import _wino_lanes as _wl
 from . import registry
 from ._checks import check_float_array, check_shape, pair
 from ._pool_blas import SingleThreadedBLAS as _SingleThreadedBLAS
@@ -1920,8 +1936,166 @@ def _gathered_weight_grad(dw_acc, dout, x, g: ConvGeometry):
               tile_groups(ldb // _GNR, -(-g.K // _MR), _threads()))
 
 
+# ---- numba v9: Winograd with channels along the vector lanes (kernels/_wino_lanes.py) ----
+# The same Winograd algorithms and transform formulas as v5-v8 (the same bits per transformed
+# value), with the transforms as hand-written vector code over VW channels at a time: the
+# input goes once into a zero-padded NHWC buffer, the GEMM operands are (a*a, tiles,
+# channels), the output comes back through an NHWC buffer. Backward-data is the forward
+# correlation of dout (padded by R-1-pad) with the filters rotated by 180 degrees, C and K
+# swapped (no B E B^T scatter-add of overlapping tiles).
+_LANE_IN = {(2, 3): 0, (4, 3): 1, (2, 5): 1}      # _wino_lanes.tiles_in kinds: B^T d B
+_LANE_DOUT = {(2, 3): 2, (4, 3): 3, (2, 5): 4}    # ... A dy A^T
+_LANE_OUT = {(2, 3): 0, (4, 3): 1, (2, 5): 2}     # tiles_out / weights_t kinds
+
+
+def lane_winograd_applies(g: ConvGeometry, dtype) -> bool:
+    """Whether numba v9 runs Winograd in channel lanes: where :func:`winograd_applies`, float32,
+    C and K multiples of the vector width, and padding at most R - 1 (backward-data pads dout
+    by R - 1 - padding)."""
+    return (winograd_applies(g) and np.dtype(dtype) == np.float32
+            and g.C % _wl.VW == 0 and g.K % _wl.VW == 0
+            and 0 <= g.ph <= g.R - 1 and 0 <= g.pw <= g.R - 1)
+
+
+def _lane_tile(g: ConvGeometry, P: int, Q: int) -> int:
+    """m for a correlation with P x Q outputs: v5's rule (:func:`_wino_tile`)."""
+    return _wino_tile(g._replace(P=P, Q=Q), 4)
+
+
+def _lane_images(N, per_image):
+    most = max(1, min(N, _WINO_CHUNK_BYTES // per_image))
+    return -(-N // -(-N // most))        # chunks of (nearly) equal size
+
+
+def _lane_weights(weight, m, flip, panels=False):
+    """U^T (a*a, C, K): G w[k, c] G^T (``flip``: of w[k, c] rotated by 180 degrees); per
+    position row-major, or in GATHER_NR-column panels (``panels``: the fused forward's B)."""
+    K, C, R = weight.shape[0], weight.shape[1], weight.shape[2]
+    a = m + R - 1
+    UT = _workspace("U", (a * a, C, K), np.float32)
+    _wl.weights_t(weight, _workspace("lane_wt", (C * R * R * K,), np.float32),
+                  UT.reshape(-1), a, flip, _LANE_OUT[(m, R)], _GNR if panels else K)
+    return UT
+
+
+def _lane_transformed(src, n0, nb, TP, TQ, m, R, pad_h, pad_w, name, kind):
+    """(a*a, nb*TP*TQ, C): the transform ``kind`` of every tile of images n0.. of src (N, C, ...)
+    padded by (pad_h, pad_w); input tiles (kind B^T d B) are a x a, dout tiles m x m."""
+    C = src.shape[1]
+    a, n = m + R - 1, (R - 1 if kind in (0, 1) else 0)
+    Hs, Ws = TP * m + n, TQ * m + n
+    buf = _workspace("lane_pad", (nb * Hs * Ws * C,), np.float32)
+    _wl.pad_nhwc(src, n0, buf, nb, Hs, Ws, pad_h, pad_w)
+    V = _workspace(name, (a * a, nb * TP * TQ, C), np.float32)
+    _wl.tiles_in(buf, nb, Hs, Ws, C, V.reshape(-1), TP, TQ, m, a, kind)
+    return V
+
+
+def _lane_correlate(src, UT, transposed, b, out, pad_h, pad_w, m, R):
+    """out (N, Co, P, Q) = the correlation of src (N, Ci, ...) padded by (pad_h, pad_w) with the
+    filters whose transforms are UT (a*a, Ci, Co) (``transposed``: (a*a, Co, Ci)), + b."""
+    N, Ci = src.shape[0], src.shape[1]
+    Co, P, Q = out.shape[1], out.shape[2], out.shape[3]
+    a, TP, TQ = m + R - 1, -(-P // m), -(-Q // m)
+    fused = _lane_fused(Co, transposed)
+    nb = _lane_images(N, a * a * (Ci + (0 if fused else Co)) * TP * TQ * 4)
+    for n0 in range(0, N, nb):
+        k = min(nb, N - n0)
+        V = _lane_transformed(src, n0, k, TP, TQ, m, R, pad_h, pad_w, "a", _LANE_IN[(m, R)])
+        o = _workspace("lane_out", (k * TP * m * TQ * m * Co,), np.float32)
+        if fused:
+            rows, taps = _lane_fused_tables(a * a, k * TP * TQ, Ci)
+            groups = max(1, min(_wl.FUSED_GROUPS, _LANE_MBUF_BYTES // (a * a * _MR * _GNR * 4)))
+            _wl.fused_out(V.reshape(-1), rows, taps, UT.reshape(-1), b, o, k, Ci, Co, TP, TQ,
+                          m, a, _LANE_OUT[(m, R)], _workspace(
+                              "lane_mbuf", (_threads(), a * a * groups * _MR * _GNR),
+                              np.float32), groups)
+        else:
+            M = _workspace("b", (a * a, k * TP * TQ, Co), np.float32)
+            with _SingleThreadedBLAS():
+                (_wl.gemms_nt if transposed else _wl.gemms_nn)(V, UT, M)
+            _wl.tiles_out(M.reshape(-1), b, k, Co, o, TP, TQ, m, a, _LANE_OUT[(m, R)])
+        _wl.nhwc_to_nchw(o, TP * m, TQ * m, out, n0, k)
+
+
+_LANE_FUSED = True
+# fused_out's per-thread products: up to FUSED_GROUPS tile groups, fewer for a*a = 36 (160, 320
+# and 640 KB measured alike within this machine's noise)
+_LANE_MBUF_BYTES = 320 << 10
+
+
+@functools.lru_cache(maxsize=16)
+def _lane_fused_tables(XI: int, T: int, Ci: int):
+    """:func:`_wino_lanes.fused_out`'s offset tables: rows[xi*Tp + t] = (xi*T + t)*Ci for t
+    up to whole MR-tile groups (past T: the last tile again), taps = 0 .. Ci-1."""
+    Tp = -(-T // _MR) * _MR
+    t = np.minimum(np.arange(Tp), T - 1)
+    rows = ((np.arange(XI)[:, None] * T + t[None, :]) * Ci).astype(np.int64).ravel()
+    taps = np.arange(Ci, dtype=np.int64)
+    rows.flags.writeable = taps.flags.writeable = False
+    return rows, taps
+
+
+def _lane_fused(Co: int, transposed: bool) -> bool:
+    """Whether :func:`_lane_correlate` fuses its GEMMs with the output transform."""
+    return _LANE_FUSED and Co % _GNR == 0 and not transposed
+
+
+def _lane_forward(x, weight, b, g: ConvGeometry):
+    m = _lane_tile(g, g.P, g.Q)
+    out = np.empty((g.N, g.K, g.P, g.Q), np.float32)
+    _lane_correlate(x, _lane_weights(weight, m, 0, _lane_fused(g.K, False)), False, b, out,
+                    g.ph, g.pw, m, g.R)
+    return out
+
+
+def _lane_backward_data(dout, weight, g: ConvGeometry):
+    m = _lane_tile(g, g.H, g.W)
+    dx = np.empty((g.N, g.C, g.H, g.W), np.float32)
+    # U (a*a, C, K) of the rotated filters; the GEMMs need U^T: BLAS reads U transposed, the
+    # fused kernel a copy transposed into its B panels
+    U = _lane_weights(weight, m, 1)
+    transposed = not _lane_fused(g.C, False)
+    if not transposed:
+        UT = _workspace("lane_UT", (U.size,), np.float32)
+        _wl.transpose_positions(U, UT, _GNR)
+        U = UT.reshape(U.shape[0], g.K, g.C)
+    _lane_correlate(dout, U, transposed, np.zeros(g.C, np.float32), dx,
+                    g.R - 1 - g.ph, g.R - 1 - g.pw, m, g.R)
+    return dx
+
+
+def _lane_weight_grad(dw_acc, dout, x, g: ConvGeometry):
+    m = _lane_tile(g, g.P, g.Q)
+    a, TP, TQ = m + g.R - 1, -(-g.P // m), -(-g.Q // m)
+    nb = _lane_images(g.N, a * a * (g.C + g.K) * TP * TQ * 4)
+    dU = _workspace("dU", (a * a, g.K, g.C), np.float32)
+    tmps = (_workspace("tmps", (_threads(), g.K, g.C), np.float32) if nb < g.N
+            else np.empty((1, 1, 1), np.float32))          # one chunk: no accumulation
+    for n0 in range(0, g.N, nb):
+        k = min(nb, g.N - n0)
+        V = _lane_transformed(x, n0, k, TP, TQ, m, g.R, g.ph, g.pw, "a", _LANE_IN[(m, g.R)])
+        D = _lane_transformed(dout, n0, k, TP, TQ, m, g.R, 0, 0, "b", _LANE_DOUT[(m, g.R)])
+        if _LANE_FUSED and g.C % _GNR == 0:
+            _wl.weight_gemms(D, V, dU, g.K, g.C, k * TP * TQ, n0 == 0,
+                             tile_groups(a * a * g.C // _GNR, g.K // _MR, _threads()))
+            continue
+        with _SingleThreadedBLAS():
+            _wl.gemms_tn_acc(D, V, dU, tmps, n0 == 0)
+    k = _wino_constants(np.float32)
+    if a == 6:
+        Cp = -(-g.C // _WL) * _WL
+        _wino_weight_grad6(dw_acc, dU, g.R, _workspace("wgrad_rows", (_threads(), 36 * Cp),
+                                                        np.float32),
+                           _workspace("wgrad_lanes", (_threads(), g.R * g.R * _WL), np.float64),
+                           k)
+    else:
+        _wino_weight_grad(dw_acc, dU, m, _workspace("locs", (_threads(), max(g.C, g.K), 16),
+                                                     np.float32), k)
+
+
 def _shaped_forward(x, weight, bias, stride, padding, dilation, tile3, pool=False,
-                    direct=False, gathered=False):
+                    direct=False, gathered=False, lanes=False):
     """The direct convolution where ``direct`` (v7) and :func:`direct_applies`, the gathered
     micro-kernel where ``gathered`` (v8) and :func:`gathered_gemm_applies`, one GEMM over all
     images where :func:`batched_im2col_applies`, Winograd where :func:`winograd_applies`, a
@@ -1939,6 +2113,8 @@ def _shaped_forward(x, weight, bias, stride, padding, dilation, tile3, pool=Fals
         with _SingleThreadedBLAS():
             _pointwise_forward(x.reshape(g.N, g.C, -1), weight.reshape(g.K, g.C), b, out)
         return out.reshape(g.N, g.K, g.P, g.Q)
+    if lanes and lane_winograd_applies(g, x.dtype):
+        return _lane_forward(x, weight, b, g)
     if not winograd_applies(g):
         return conv2d_forward_numba_v3(x, weight, bias, stride, padding, dilation)
     plan, k = _wino_plan(g, x.dtype, tile3=tile3), _wino_constants(x.dtype)
@@ -1954,7 +2130,7 @@ def _shaped_forward(x, weight, bias, stride, padding, dilation, tile3, pool=Fals
 
 
 def _shaped_backward_data(dout, weight, x_shape, stride, padding, dilation, tile3,
-                          pool=False, direct=False, gathered=False):
+                          pool=False, direct=False, gathered=False, lanes=False):
     """The gathered micro-kernel where ``gathered`` (v8) and :func:`gathered_gemm_applies`,
     one GEMM over all images where :func:`batched_im2col_applies`, Winograd where
     :func:`winograd_applies`, a GEMM per image where :func:`pointwise_applies`, else v3
@@ -1970,6 +2146,8 @@ def _shaped_backward_data(dout, weight, x_shape, stride, padding, dilation, tile
         with _SingleThreadedBLAS():
             _pointwise_backward_data(dout.reshape(g.N, g.K, -1), weight.reshape(g.K, g.C), dx)
         return dx.reshape(g.N, g.C, g.H, g.W)
+    if lanes and lane_winograd_applies(g, weight.dtype):
+        return _lane_backward_data(dout, weight, g)
     if not winograd_applies(g):
         return conv2d_backward_data_numba_v3(dout, weight, x_shape, stride, padding, dilation)
     plan, k = _wino_plan(g, weight.dtype, tile3=tile3), _wino_constants(weight.dtype)
@@ -1986,7 +2164,7 @@ def _shaped_backward_data(dout, weight, x_shape, stride, padding, dilation, tile
 
 
 def _shaped_backward_weight(dweight, dbias, dout, x, stride, padding, dilation, tile3,
-                            pool=False, direct=False, gathered=False):
+                            pool=False, direct=False, gathered=False, lanes=False):
     """The direct convolution's weight gradient where ``direct`` (v7) and
     :func:`direct_applies`, the gathered micro-kernel where ``gathered`` (v8) and
     :func:`gathered_gemm_applies`, one GEMM over all images where
@@ -2005,6 +2183,8 @@ def _shaped_backward_weight(dweight, dbias, dout, x, stride, padding, dilation, 
         with _SingleThreadedBLAS():
             _pointwise_backward_weight(part, dout.reshape(g.N, g.K, -1), x.reshape(g.N, g.C, -1))
         dweight += part.sum(axis=0).reshape(dweight.shape)
+    elif lanes and lane_winograd_applies(g, x.dtype):
+        _accumulate(dweight, _lane_weight_grad, dout, x, g)
     elif not winograd_applies(g):
         return conv2d_backward_weight_numba_v3(dweight, dbias, dout, x, stride, padding, dilation)
     else:
@@ -2032,13 +2212,13 @@ def _shaped_backward_weight(dweight, dbias, dout, x, stride, padding, dilation, 
 
 
 def _shaped_versions(version: int, tile3: int, pool: bool = False, direct: bool = False,
-                     gathered: bool = False):
+                     gathered: bool = False, lanes: bool = False):
     """numba ``version``'s three conv2d kernels: the shape-specialized paths above with output
     tile ``tile3`` for 3x3 Winograd (v4: 2, F(2x2, 3x3); v5 and later: 4, F(4x4, 3x3) where it
     pays); ``pool`` runs the batched path on numba's threads (v6 and later); ``direct`` the
     direct convolution on few-channel stride-1 layers (v7 and later); ``gathered`` the
     few-output-pixel layers through the gathered micro-kernel (v8)."""
-    paths = (tile3, pool, direct, gathered)
+    paths = (tile3, pool, direct, gathered, lanes)
 
     def forward(x, weight, bias, stride=1, padding=0, dilation=1):
         return _shaped_forward(x, weight, bias, stride, padding, dilation, *paths)
@@ -2067,6 +2247,8 @@ conv2d_forward_numba_v7, conv2d_backward_data_numba_v7, conv2d_backward_weight_n
     _shaped_versions(7, tile3=4, pool=True, direct=True))
 conv2d_forward_numba_v8, conv2d_backward_data_numba_v8, conv2d_backward_weight_numba_v8 = (
     _shaped_versions(8, tile3=4, pool=True, direct=True, gathered=True))
+conv2d_forward_numba_v9, conv2d_backward_data_numba_v9, conv2d_backward_weight_numba_v9 = (
+    _shaped_versions(9, tile3=4, pool=True, direct=True, gathered=True, lanes=True))
 
 
 # ----------------------------------------------------------------------------
@@ -2654,8 +2836,14 @@ _register("conv2d_backward_data", "numba", 7, doc=_DOC_V7)(conv2d_backward_data_
 _register("conv2d_backward_weight", "numba", 7, doc=_DOC_V7)(conv2d_backward_weight_numba_v7)
 _DOC_V8 = ("v7 with the few-output-pixel layers (N*P*Q <= 256, e.g. VGG 7x7) through the "
            "micro-kernel on an implicit (gathered) im2col matrix, float32: all three passes")
-_register("conv2d_forward", "numba", 8, default=True, doc=_DOC_V8)(conv2d_forward_numba_v8)
-_register("conv2d_backward_data", "numba", 8, default=True, doc=_DOC_V8)(
-    conv2d_backward_data_numba_v8)
-_register("conv2d_backward_weight", "numba", 8, default=True, doc=_DOC_V8)(
-    conv2d_backward_weight_numba_v8)
+_register("conv2d_forward", "numba", 8, doc=_DOC_V8)(conv2d_forward_numba_v8)
+_register("conv2d_backward_data", "numba", 8, doc=_DOC_V8)(conv2d_backward_data_numba_v8)
+_register("conv2d_backward_weight", "numba", 8, doc=_DOC_V8)(conv2d_backward_weight_numba_v8)
+_DOC_V9 = ("v8 with Winograd (float32, C and K multiples of the vector width) in channel lanes: "
+           "NHWC tiles, hand-written vector transforms, (a*a, tiles, channels) GEMM operands; "
+           "backward-data as the correlation of dout with the rotated filters")
+_register("conv2d_forward", "numba", 9, default=True, doc=_DOC_V9)(conv2d_forward_numba_v9)
+_register("conv2d_backward_data", "numba", 9, default=True, doc=_DOC_V9)(
+    conv2d_backward_data_numba_v9)
+_register("conv2d_backward_weight", "numba", 9, default=True, doc=_DOC_V9)(
+    conv2d_backward_weight_numba_v9)

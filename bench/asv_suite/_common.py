@@ -50,8 +50,8 @@ GPU_WORKLOADS = {
 #: implementations (backend/version); static so results stay comparable across commits
 IMPLS = {
     "conv2d": ["numpy/v1", "numba/v1", "numba/v2", "numba/v3", "numba/v4", "numba/v5", "numba/v6",
-               "numba/v7", "numba/v8", "cuda/v1", "cuda/v2", "cuda/v3", "cuda/v4",
-               "cuda/v5"],
+               "numba/v7", "numba/v8", "numba/v9", "cuda/v1", "cuda/v2", "cuda/v3",
+               "cuda/v4", "cuda/v5"],
     "pool": ["numpy/v1", "numba/v1", "numba/v2", "numba/v3", "numba/v4", "numba/v5", "cuda/v1", "cuda/v2"],
     "rnn": ["numpy/v1", "numba/v1", "numba/v2", "numba/v3", "numba/v4", "numba/v5", "numba/v6",
             "numba/v7", "numba/v8", "cuda/v1", "cuda/v2", "cuda/v3", "cuda/v4"],
