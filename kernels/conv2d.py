@@ -106,11 +106,15 @@ numba v9  v8 with Winograd in CHANNEL LANES (``kernels/_wino_lanes.py``;
           read by the output transform (M never stored); else BLAS GEMMs, then the output
           transform. Backward-data: the forward correlation of dout, padded by R - 1 - pad,
           with the filters rotated by 180 degrees and C, K swapped (no scatter-add of
-          overlapping tiles). Weight gradient: lane transforms of x and dout, A^T B GEMMs per
-          position, v8's inverse weight transforms. Per pass on the 2-core AVX-512 EPYC (VGG
-          28 px 64->128, N=8, interleaved): the transforms fell from 25-50% of each pass to
-          about 20%; forward / backward-data about 0.6-0.8x v8's time, weight gradient about
-          v8's.
+          overlapping tiles). Weight gradient: lane transforms of x and dout, D^T V GEMMs per
+          position through the micro-kernel, v8's inverse weight transforms. The GEMMs run
+          at 150-200 GFLOP/s with the output transform included (v8's OpenBLAS calls:
+          111-141). Passes timed alone, interleaved (2-core AVX-512 EPYC, fwd / dx / dW ms):
+          VGG 28 px 64->128 N=8 v8 5.1 / 5.5 / 4.6, v9 2.4 / 3.8 / 2.6 (PyTorch 4.7 / 5.1 /
+          5.2); AlexNet conv4 v8 14.6 / 15.6 / 14.8, v9 11.9 / 12.9 / 12.9 (PyTorch 15.4 /
+          15.7 / 18.0). ``seqgrid compare`` (scaled DeepBench, seeds): VGG 28 px 1.14-1.73x
+          PyTorch (v8 0.90-1.26x), AlexNet conv2-5 0.95-1.34x (v8 0.88-1.16x). The numba
+          default.
 cuda v1   (kernels/cuda/conv2d.cu, on "cuda" and "cuda-emu") direct: one thread per
           output element (forward) / per input element gathering over the taps (k,r,s)
           that reach it (backward-data, no atomics); backward-weight one block per
