@@ -9,8 +9,9 @@ on the alias checks such a loop needs. Here the lanes are CHANNELS instead, and 
 are LLVM IR written by hand (``numba.extending.intrinsic``), so nothing is left to the
 vectoriser:
 
-* the input is copied once into a zero-padded NHWC buffer (VW x VW register-block transposes),
-  so a tile's value (r, s) for VW consecutive channels is one contiguous vector;
+* the rows a tile row reads are transposed (VW x VW register blocks) into a small per-thread
+  zero-padded NHWC buffer, so a tile's value (r, s) for VW consecutive channels is one
+  contiguous vector;
 * one call of a transform kernel loads a tile's vectors, applies the 2-D transform, and stores
   its a*a (or m*m) result vectors, each a contiguous run of VW channels of one row of the
   GEMM operand, laid out (a*a, tiles, channels): tiles are the GEMM's rows and channels its
@@ -19,7 +20,7 @@ vectoriser:
   at the end.
 
 The per-position GEMMs go through the gathered micro-kernel of ``_packed_gemm.py`` where the
-channel counts are whole GATHER_NR panels (BLAS otherwise):
+channel counts are whole panels (:data:`PANELS`; BLAS otherwise):
 
 * forward / backward-data (:func:`fused_out`): for a block of tiles and one panel of output
   channels, the a*a products land in a per-thread buffer that the output transform reads at
@@ -55,7 +56,8 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
-from ._packed_gemm import GATHER_NR, MR, _VW, mk_tile_gather_a, mk_tile_gather_a_acc, transpose_block
+from ._packed_gemm import (GATHER_NR, MR, _VW, _make_tile_kernel, mk_tile_gather_a,
+                           mk_tile_gather_a_acc, transpose_block)
 from ._tile_gemm import TILE_KC
 
 VW = _VW
@@ -202,36 +204,26 @@ lane_a25 = _kernel("_wino5_a", 2, 6, n_consts=2, args=(1,))
 
 
 # ---- drivers: layouts are flat float32 arrays; C and K are multiples of VW ----
-@njit(parallel=True, **_JIT)
-def pad_nhwc(src, n0, dst, nb, Hs, Ws, ph, pw):
-    """dst (nb, Hs, Ws, C) = images n0 .. n0+nb-1 of src (N, C, H, W) placed at (ph, pw) in
-    zeros (0 <= ph, pw; the image must fit), channels last."""
-    C, H, W = src.shape[1], src.shape[2], src.shape[3]
-    sf = src.reshape(src.size)
-    HW, WF = H * W, W // VW * VW
-    for item in prange(nb * Hs):
-        i = item // Hs
-        h = item - i * Hs - ph
-        row = dst[item * Ws * C: (item + 1) * Ws * C]
-        if h < 0 or h >= H:
-            for j in range(Ws * C):
-                row[j] = 0.0
+@njit(inline="always", **_JIT)
+def _row_nhwc(sf, base, HW, W, C, row, pw):
+    """row (Ws, C) = zeros, then src's row at ``base`` (C channels HW floats apart, W wide)
+    transposed in at column pw, in VW x VW register blocks (the last block overlapping the one
+    before it where W is not whole blocks: the same values written twice)."""
+    n = row.shape[0]
+    for j in range(pw * C):
+        row[j] = 0.0
+    for j in range((pw + W) * C, n):
+        row[j] = 0.0
+    WF = W // VW * VW
+    for c0 in range(0, C, VW):
+        for w0 in range(0, WF, VW):
+            transpose_block(sf, base + c0 * HW + w0, HW, row, (pw + w0) * C + c0, C)
+        if WF < W and W >= VW:
+            transpose_block(sf, base + c0 * HW + W - VW, HW, row, (pw + W - VW) * C + c0, C)
             continue
-        for j in range(pw * C):
-            row[j] = 0.0
-        for j in range((pw + W) * C, Ws * C):
-            row[j] = 0.0
-        base = (n0 + i) * C * HW + h * W
-        o = item * Ws * C + pw * C
-        for c0 in range(0, C, VW):
-            for w0 in range(0, WF, VW):
-                transpose_block(sf, base + c0 * HW + w0, HW, dst, o + w0 * C + c0, C)
-            if WF < W and W >= VW:     # the last VW columns again, overlapping: same values
-                transpose_block(sf, base + c0 * HW + W - VW, HW, dst, o + (W - VW) * C + c0, C)
-                continue
-            for w in range(WF, W):
-                for c in range(c0, c0 + VW):
-                    dst[o + w * C + c] = sf[base + c * HW + w]
+        for w in range(WF, W):
+            for c in range(c0, c0 + VW):
+                row[(pw + w) * C + c] = sf[base + c * HW + w]
 
 
 @njit(parallel=True, **_JIT)
@@ -257,30 +249,49 @@ def nhwc_to_nchw(src, Ho, Wo, out, n0, nb):
 
 
 @njit(parallel=True, **_JIT)
-def tiles_in(src, nb, Hs, Ws, C, dst, TP, TQ, m, a, kind):
-    """dst (a*a, T, C) = the transform of every tile of src (nb, Hs, Ws, C): tile
-    t = (i*TP + p)*TQ + q starts at row m*p, column m*q. ``kind``: 0 B^T d B of F(2x2, 3x3),
-    1 B^T d B of the 6 x 6 tiles, 2-4 A dy A^T of F(2x2, 3x3), F(4x4, 3x3), F(2x2, 5x5)."""
+def tiles_in(src, n0, nb, ph, pw, dst, TP, TQ, m, a, kind, stage):
+    """dst (a*a, T, C) = the transform of every tile of images n0 .. n0+nb-1 of src
+    (N, C, H, W), zero-padded by (ph, pw): tile t = (i*TP + p)*TQ + q starts at padded row
+    m*p, column m*q, and spans ``rows`` = a (input tiles) or m (dout tiles) rows and columns.
+    Per work item (image, tile row) the rows it reads are first transposed into the thread's
+    ``stage`` (rows, Ws, C), channels last, so each tile value of VW channels is one vector;
+    rows shared by neighbouring tile rows are transposed again (from cache) instead of going
+    through a padded NHWC copy of the whole input in memory. ``kind``: 0 B^T d B of
+    F(2x2, 3x3), 1 B^T d B of the 6 x 6 tiles, 2-4 A dy A^T of F(2x2, 3x3), F(4x4, 3x3),
+    F(2x2, 5x5)."""
+    C, H, W = src.shape[1], src.shape[2], src.shape[3]
+    sf = src.reshape(src.size)
+    rows = a if kind <= 1 else m
+    Ws = stage.shape[1] // (rows * C)
     T = nb * TP * TQ
     ldr, ldc = Ws * C, C
     d_ldr, d_ldc = a * T * C, T * C
     for item in prange(nb * TP):
         i = item // TP
         p = item - i * TP
+        st = stage[numba.get_thread_id()]
+        for r in range(rows):
+            h = m * p - ph + r
+            row = st[r * Ws * C: (r + 1) * Ws * C]
+            if h < 0 or h >= H:
+                for j in range(Ws * C):
+                    row[j] = 0.0
+            else:
+                _row_nhwc(sf, ((n0 + i) * C) * H * W + h * W, H * W, W, C, row, pw)
         for q in range(TQ):
-            so = ((i * Hs + m * p) * Ws + m * q) * C
+            so = m * q * C
             do = (item * TQ + q) * C
             for c0 in range(0, C, VW):
                 if kind == 0:
-                    lane_bt4(src, so + c0, ldr, ldc, dst, do + c0, d_ldr, d_ldc, src, 0)
+                    lane_bt4(st, so + c0, ldr, ldc, dst, do + c0, d_ldr, d_ldc, st, 0)
                 elif kind == 1:
-                    lane_bt6(src, so + c0, ldr, ldc, dst, do + c0, d_ldr, d_ldc, src, 0)
+                    lane_bt6(st, so + c0, ldr, ldc, dst, do + c0, d_ldr, d_ldc, st, 0)
                 elif kind == 2:
-                    lane_a23(src, so + c0, ldr, ldc, dst, do + c0, d_ldr, d_ldc, src, 0)
+                    lane_a23(st, so + c0, ldr, ldc, dst, do + c0, d_ldr, d_ldc, st, 0)
                 elif kind == 3:
-                    lane_a43(src, so + c0, ldr, ldc, dst, do + c0, d_ldr, d_ldc, src, 0)
+                    lane_a43(st, so + c0, ldr, ldc, dst, do + c0, d_ldr, d_ldc, st, 0)
                 else:
-                    lane_a25(src, so + c0, ldr, ldc, dst, do + c0, d_ldr, d_ldc, src, 0)
+                    lane_a25(st, so + c0, ldr, ldc, dst, do + c0, d_ldr, d_ldc, st, 0)
 
 
 @njit(parallel=True, **_JIT)
@@ -310,8 +321,8 @@ def tiles_out(src, bias, nb, K, dst, TP, TQ, m, a, kind):
 def weights_t(w, wt, UT, a, flip, kind, nr):
     """UT (a*a, C, K) = G g G^T of every filter g = w[k, c] (flip: g rotated by 180 degrees,
     for the backward-data correlation), channels c as rows, filters k along the lanes, each
-    position's (C, K) matrix stored in panels of ``nr`` columns (K: row-major; GATHER_NR: the
-    fused kernel's B panels, read front to back); ``wt`` is scratch for w as (C*R*R, K).
+    position's (C, K) matrix stored in panels of ``nr`` columns (K: row-major; one of PANELS:
+    the fused kernel's B panels, read front to back); ``wt`` is scratch for w as (C*R*R, K).
     ``kind``: 0 F(2x2, 3x3), 1 F(4x4, 3x3), 2 F(2x2, 5x5)."""
     K, C, R = w.shape[0], w.shape[1], w.shape[2]
     RR = R * R
@@ -371,31 +382,72 @@ def gemms_tn_acc(A, B, out, tmps, first):
                 o[r, c] += tt[r, c]
 
 
-# fused_out: tile groups (MR tiles each) per work item; their a*a x MR x GATHER_NR products sit
-# in a per-thread buffer (36 x 16 x 64 floats: 147 KB) until the output transform reads them
+# Panel widths of the gathered micro-kernel's B (and of its MR x nr C tiles), widest first: a
+# layer's channel count picks the widest that divides it (:func:`panel_width`), so 96 or 192
+# channels run 48-wide panels instead of leaving the fused GEMMs (AVX-512: 4 x 64 at 228
+# GFLOP/s, 4 x 48 at 198-200; AVX2: 4 x 24, and 4 x 16 -- a wider tile would spill).
+PANELS = tuple(sorted({GATHER_NR, 3 * VW, 2 * VW}, reverse=True))
+_mk_a3 = _make_tile_kernel(0, False, NR=3 * VW, gather="a")
+_mk_a3_acc = _make_tile_kernel(0, True, NR=3 * VW, gather="a")
+_mk_a2 = _make_tile_kernel(0, False, NR=2 * VW, gather="a")
+_mk_a2_acc = _make_tile_kernel(0, True, NR=2 * VW, gather="a")
+
+
+def panel_width(channels: int) -> int:
+    """The widest of PANELS dividing ``channels``; 0 where none does (BLAS runs the GEMMs)."""
+    for nr in PANELS:
+        if channels % nr == 0:
+            return nr
+    return 0
+
+
+@njit(inline="always", **_JIT)
+def _tile(nr, acc, a, rows, row0, taps, b, b_off, ldb, c, c_off, ldc, K):
+    """The gathered micro-kernel with an nr-column tile (nr one of PANELS); ``acc`` adds the
+    tile to c instead of overwriting it."""
+    if nr == GATHER_NR:
+        if acc:
+            mk_tile_gather_a_acc(a, rows, row0, taps, b, b_off, ldb, c, c_off, ldc, K)
+        else:
+            mk_tile_gather_a(a, rows, row0, taps, b, b_off, ldb, c, c_off, ldc, K)
+    elif nr == 3 * VW:
+        if acc:
+            _mk_a3_acc(a, rows, row0, taps, b, b_off, ldb, c, c_off, ldc, K)
+        else:
+            _mk_a3(a, rows, row0, taps, b, b_off, ldb, c, c_off, ldc, K)
+    else:
+        if acc:
+            _mk_a2_acc(a, rows, row0, taps, b, b_off, ldb, c, c_off, ldc, K)
+        else:
+            _mk_a2(a, rows, row0, taps, b, b_off, ldb, c, c_off, ldc, K)
+
+
+# fused_out: tile groups (MR tiles each) per work item; their a*a x MR x nr products sit
+# in a per-thread buffer until the output transform reads them
 FUSED_GROUPS = 16
 
 
 @njit(parallel=True, **_JIT)
-def fused_out(V, rows, taps, UT, bias, dst, nb, Ci, Co, TP, TQ, m, a, kind, mbuf, groups):
+def fused_out(V, rows, taps, UT, bias, dst, nb, Ci, Co, TP, TQ, m, a, kind, mbuf, groups,
+              nr):
     """tiles_out of the per-position GEMMs M^T[xi] = V^T[xi] (T, Ci) @ U^T[xi] (Ci, Co), without
-    storing M: per work item (FUSED_GROUPS groups of MR tiles x GATHER_NR output channels) the
-    gathered micro-kernel writes the a*a products into the thread's ``mbuf`` (a*a, FUSED_GROUPS
-    * MR, GATHER_NR), summed in TILE_KC-deep partial sums, and the output transform reads them
-    from there. ``rows[xi*Tp + t]`` = (xi*T + t)*Ci (tiles past T repeat the last), ``taps`` =
-    0 .. Ci-1; Co a multiple of GATHER_NR."""
+    storing M: per work item (``groups`` groups of MR tiles x ``nr`` output channels) the
+    gathered micro-kernel writes the a*a products into the thread's ``mbuf`` (a*a, groups * MR,
+    nr), summed in TILE_KC-deep partial sums, and the output transform reads them from there.
+    ``rows[xi*Tp + t]`` = (xi*T + t)*Ci (tiles past T repeat the last), ``taps`` = 0 .. Ci-1;
+    U^T in nr-column panels, Co a multiple of nr (one of PANELS)."""
     T = nb * TP * TQ
     Tp = rows.shape[0] // (a * a)
     GT = groups * MR                           # tiles per item
-    nblk, ncol = (T + GT - 1) // GT, Co // GATHER_NR
+    nblk, ncol = (T + GT - 1) // GT, Co // nr
     XI = a * a
-    ld_xi = GT * GATHER_NR
+    ld_xi = GT * nr
     Wo = TQ * m
     ldr, ldc = Wo * Co, Co
     for item in prange(nblk * ncol):          # column-major: a thread's run of items
         col = item // nblk                    # shares one column block of U^T
         blk = item - col * nblk
-        n0 = col * GATHER_NR
+        n0 = col * nr
         buf = mbuf[numba.get_thread_id()]
         t0 = blk * GT
         for xi in range(XI):
@@ -403,16 +455,11 @@ def fused_out(V, rows, taps, UT, bias, dst, nb, Ci, Co, TP, TQ, m, a, kind, mbuf
                 r0 = xi * Tp + t0 + gi * MR
                 if t0 + gi * MR >= T:
                     break
-                c_off = xi * ld_xi + gi * MR * GATHER_NR
+                c_off = xi * ld_xi + gi * MR * nr
                 for k0 in range(0, Ci, TILE_KC):
                     k1 = min(Ci, k0 + TILE_KC)
-                    b_off = xi * Ci * Co + (col * Ci + k0) * GATHER_NR
-                    if k0 == 0:
-                        mk_tile_gather_a(V, rows, r0, taps[k0:k1], UT, b_off, GATHER_NR,
-                                         buf, c_off, GATHER_NR, k1)
-                    else:
-                        mk_tile_gather_a_acc(V, rows, r0, taps[k0:k1], UT, b_off, GATHER_NR,
-                                             buf, c_off, GATHER_NR, k1 - k0)
+                    _tile(nr, k0 > 0, V, rows, r0, taps[k0:k1], UT,
+                          xi * Ci * Co + (col * Ci + k0) * nr, nr, buf, c_off, nr, k1 - k0)
         for tl in range(min(GT, T - t0)):
             t = t0 + tl
             ip = t // TQ
@@ -420,8 +467,8 @@ def fused_out(V, rows, taps, UT, bias, dst, nb, Ci, Co, TP, TQ, m, a, kind, mbuf
             i = ip // TP
             p = ip - i * TP
             do = ((i * TP * m + m * p) * Wo + m * q) * Co + n0
-            for j in range(0, GATHER_NR, VW):
-                so = tl * GATHER_NR + j
+            for j in range(0, nr, VW):
+                so = tl * nr + j
                 if kind == 0:
                     lane_at23(buf, so, a * ld_xi, ld_xi, dst, do + j, ldr, ldc, bias, n0 + j)
                 elif kind == 1:
@@ -432,15 +479,15 @@ def fused_out(V, rows, taps, UT, bias, dst, nb, Ci, Co, TP, TQ, m, a, kind, mbuf
 
 
 @njit(parallel=True, **_JIT)
-def weight_gemms(D, V, dU, K, C, T, first, groups):
+def weight_gemms(D, V, dU, K, C, T, first, groups, nr):
     """dU[xi] (K, C) (+)= D[xi]^T (K, T) @ V[xi] (T, C) for D (a*a, T, K) and V (a*a, T, C):
     the weight gradient's per-position products through the gathered micro-kernel (A = D^T
     read in place: A[k, t] = D[xi, t, k]; B = V[xi] row-major), the T-deep sums in TILE_KC
     passes added to dU (``first``: the first pass overwrites it). Work items of (xi,
-    GATHER_NR-column panel, a run of MR-row tiles): ``groups`` runs per panel, so a thread
-    streams the panel's V rows from L2. C a multiple of GATHER_NR, K of MR."""
+    nr-column panel, a run of MR-row tiles): ``groups`` runs per panel, so a thread streams
+    the panel's V rows from L2. C a multiple of nr (one of PANELS), K of MR."""
     XI = dU.shape[0]
-    KT, CP = K // MR, C // GATHER_NR
+    KT, CP = K // MR, C // nr
     per = (KT + groups - 1) // groups
     rows = np.arange(K) * 1                     # A's row r at D[xi] + r; tap t at t*K
     taps = np.arange(T) * K
@@ -448,18 +495,14 @@ def weight_gemms(D, V, dU, K, C, T, first, groups):
     for item in prange(XI * CP * groups):
         xp = item // groups
         xi = xp // CP
-        c0 = (xp - xi * CP) * GATHER_NR
+        c0 = (xp - xi * CP) * nr
         for kt in range((item - xp * groups) * per, min(KT, (item - xp * groups + 1) * per)):
             c_off = (xi * K + kt * MR) * C + c0
             for t0 in range(0, T, TILE_KC):
                 t1 = min(T, t0 + TILE_KC)
                 a_view = df[xi * T * K:]
-                if first and t0 == 0:
-                    mk_tile_gather_a(a_view, rows, kt * MR, taps[t0:t1], vf,
-                                     (xi * T + t0) * C + c0, C, uf, c_off, C, t1 - t0)
-                else:
-                    mk_tile_gather_a_acc(a_view, rows, kt * MR, taps[t0:t1], vf,
-                                         (xi * T + t0) * C + c0, C, uf, c_off, C, t1 - t0)
+                _tile(nr, not (first and t0 == 0), a_view, rows, kt * MR, taps[t0:t1], vf,
+                      (xi * T + t0) * C + c0, C, uf, c_off, C, t1 - t0)
 
 
 @njit(parallel=True, **_JIT)

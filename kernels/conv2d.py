@@ -1971,14 +1971,14 @@ def _lane_images(N, per_image):
     return -(-N // -(-N // most))        # chunks of (nearly) equal size
 
 
-def _lane_weights(weight, m, flip, panels=False):
+def _lane_weights(weight, m, flip, nr=0):
     """U^T (a*a, C, K): G w[k, c] G^T (``flip``: of w[k, c] rotated by 180 degrees); per
-    position row-major, or in GATHER_NR-column panels (``panels``: the fused forward's B)."""
+    position row-major, or in ``nr``-column panels (the fused forward's B)."""
     K, C, R = weight.shape[0], weight.shape[1], weight.shape[2]
     a = m + R - 1
     UT = _workspace("U", (a * a, C, K), np.float32)
     _wl.weights_t(weight, _workspace("lane_wt", (C * R * R * K,), np.float32),
-                  UT.reshape(-1), a, flip, _LANE_OUT[(m, R)], _GNR if panels else K)
+                  UT.reshape(-1), a, flip, _LANE_OUT[(m, R)], nr if nr else K)
     return UT
 
 
@@ -1986,12 +1986,12 @@ def _lane_transformed(src, n0, nb, TP, TQ, m, R, pad_h, pad_w, name, kind):
     """(a*a, nb*TP*TQ, C): the transform ``kind`` of every tile of images n0.. of src (N, C, ...)
     padded by (pad_h, pad_w); input tiles (kind B^T d B) are a x a, dout tiles m x m."""
     C = src.shape[1]
-    a, n = m + R - 1, (R - 1 if kind in (0, 1) else 0)
-    Hs, Ws = TP * m + n, TQ * m + n
-    buf = _workspace("lane_pad", (nb * Hs * Ws * C,), np.float32)
-    _wl.pad_nhwc(src, n0, buf, nb, Hs, Ws, pad_h, pad_w)
+    a = m + R - 1
+    rows = a if kind in (0, 1) else m
+    Ws = TQ * m + rows - m
     V = _workspace(name, (a * a, nb * TP * TQ, C), np.float32)
-    _wl.tiles_in(buf, nb, Hs, Ws, C, V.reshape(-1), TP, TQ, m, a, kind)
+    _wl.tiles_in(src, n0, nb, pad_h, pad_w, V.reshape(-1), TP, TQ, m, a, kind,
+                 _workspace("lane_stage", (_threads(), rows * Ws * C), np.float32))
     return V
 
 
@@ -2001,19 +2001,19 @@ def _lane_correlate(src, UT, transposed, b, out, pad_h, pad_w, m, R):
     N, Ci = src.shape[0], src.shape[1]
     Co, P, Q = out.shape[1], out.shape[2], out.shape[3]
     a, TP, TQ = m + R - 1, -(-P // m), -(-Q // m)
-    fused = _lane_fused(Co, transposed)
-    nb = _lane_images(N, a * a * (Ci + (0 if fused else Co)) * TP * TQ * 4)
+    nr = _lane_panels(Co, transposed)                  # 0: BLAS
+    nb = _lane_images(N, a * a * (Ci + (0 if nr else Co)) * TP * TQ * 4)
     for n0 in range(0, N, nb):
         k = min(nb, N - n0)
         V = _lane_transformed(src, n0, k, TP, TQ, m, R, pad_h, pad_w, "a", _LANE_IN[(m, R)])
         o = _workspace("lane_out", (k * TP * m * TQ * m * Co,), np.float32)
-        if fused:
+        if nr:
             rows, taps = _lane_fused_tables(a * a, k * TP * TQ, Ci)
-            groups = max(1, min(_wl.FUSED_GROUPS, _LANE_MBUF_BYTES // (a * a * _MR * _GNR * 4)))
+            groups = max(1, min(_wl.FUSED_GROUPS, _LANE_MBUF_BYTES // (a * a * _MR * nr * 4)))
             _wl.fused_out(V.reshape(-1), rows, taps, UT.reshape(-1), b, o, k, Ci, Co, TP, TQ,
                           m, a, _LANE_OUT[(m, R)], _workspace(
-                              "lane_mbuf", (_threads(), a * a * groups * _MR * _GNR),
-                              np.float32), groups)
+                              "lane_mbuf", (_threads(), a * a * groups * _MR * nr), np.float32),
+                          groups, nr)
         else:
             M = _workspace("b", (a * a, k * TP * TQ, Co), np.float32)
             with _SingleThreadedBLAS():
@@ -2040,15 +2040,17 @@ def _lane_fused_tables(XI: int, T: int, Ci: int):
     return rows, taps
 
 
-def _lane_fused(Co: int, transposed: bool) -> bool:
-    """Whether :func:`_lane_correlate` fuses its GEMMs with the output transform."""
-    return _LANE_FUSED and Co % _GNR == 0 and not transposed
+def _lane_panels(channels: int, transposed: bool = False) -> int:
+    """The micro-kernel's panel width for GEMMs with ``channels`` output columns, 0 where
+    they run through BLAS (``transposed``: a U^T BLAS reads transposed, or no width of
+    :data:`_wino_lanes.PANELS` divides ``channels``)."""
+    return 0 if transposed or not _LANE_FUSED else _wl.panel_width(channels)
 
 
 def _lane_forward(x, weight, b, g: ConvGeometry):
     m = _lane_tile(g, g.P, g.Q)
     out = np.empty((g.N, g.K, g.P, g.Q), np.float32)
-    _lane_correlate(x, _lane_weights(weight, m, 0, _lane_fused(g.K, False)), False, b, out,
+    _lane_correlate(x, _lane_weights(weight, m, 0, _lane_panels(g.K)), False, b, out,
                     g.ph, g.pw, m, g.R)
     return out
 
@@ -2059,10 +2061,11 @@ def _lane_backward_data(dout, weight, g: ConvGeometry):
     # U (a*a, C, K) of the rotated filters; the GEMMs need U^T: BLAS reads U transposed, the
     # fused kernel a copy transposed into its B panels
     U = _lane_weights(weight, m, 1)
-    transposed = not _lane_fused(g.C, False)
-    if not transposed:
+    nr = _lane_panels(g.C)
+    transposed = not nr
+    if nr:
         UT = _workspace("lane_UT", (U.size,), np.float32)
-        _wl.transpose_positions(U, UT, _GNR)
+        _wl.transpose_positions(U, UT, nr)
         U = UT.reshape(U.shape[0], g.K, g.C)
     _lane_correlate(dout, U, transposed, np.zeros(g.C, np.float32), dx,
                     g.R - 1 - g.ph, g.R - 1 - g.pw, m, g.R)
@@ -2080,9 +2083,10 @@ def _lane_weight_grad(dw_acc, dout, x, g: ConvGeometry):
         k = min(nb, g.N - n0)
         V = _lane_transformed(x, n0, k, TP, TQ, m, g.R, g.ph, g.pw, "a", _LANE_IN[(m, g.R)])
         D = _lane_transformed(dout, n0, k, TP, TQ, m, g.R, 0, 0, "b", _LANE_DOUT[(m, g.R)])
-        if _LANE_FUSED and g.C % _GNR == 0:
+        nr = _lane_panels(g.C)
+        if nr:
             _wl.weight_gemms(D, V, dU, g.K, g.C, k * TP * TQ, n0 == 0,
-                             tile_groups(a * a * g.C // _GNR, g.K // _MR, _threads()))
+                             tile_groups(a * a * g.C // nr, g.K // _MR, _threads()), nr)
             continue
         with _SingleThreadedBLAS():
             _wl.gemms_tn_acc(D, V, dU, tmps, n0 == 0)

@@ -4,7 +4,8 @@ v9's lane transforms run conv2d's scalar 1-D transforms on vectors (the same ope
 same order), so each transformed value must be the same bits as v4-v8's; the layer as a whole
 is checked against the float64 reference on small cases that reach every branch: F(2x2, 3x3),
 F(4x4, 3x3), F(2x2, 5x5), padding 0 .. R-1, odd and even output sizes (part-used edge tiles),
-the fused forward (output channels a multiple of GATHER_NR) and the BLAS one, chunks of images.
+the micro-kernel GEMMs at every panel width (channels multiples of 64, 48 or 32 on AVX-512) and
+the BLAS ones (other multiples of the vector width), chunks of images.
 """
 import numpy as np
 import pytest
@@ -35,7 +36,8 @@ def spy(monkeypatch, names):
     return ran
 
 
-# (N, C, H, W, K, padding, R, m): m = 4 asks for F(4x4, 3x3); K = GATHER_NR fuses the forward
+# (N, C, H, W, K, padding, R, m): m = 4 asks for F(4x4, 3x3); the micro-kernel runs the forward's
+# GEMMs where a panel width divides K, backward-data's and the weight gradient's where one divides C
 LANE_CASES = [
     (2, VW, 5, 7, 2 * VW, 1, 3, 2), (1, VW, 6, 6, VW, 0, 3, 2), (3, 2 * VW, 7, 4, VW, 2, 3, 4),
     (2, VW, 9, 8, VW, 1, 3, 4), (2, VW, 6, 7, VW, 2, 5, 2), (1, VW, 5, 5, 3 * VW, 4, 5, 2),
@@ -44,6 +46,7 @@ LANE_CASES = [
     (2, GATHER_NR, 6, 9, VW, 1, 3, 4), (1, 2 * GATHER_NR, 5, 4, GATHER_NR, 2, 5, 2),
     (3, GATHER_NR, 11, 10, 2 * VW, 0, 3, 2),
     (2, GATHER_NR, 24, 23, GATHER_NR, 1, 3, 2),     # 288 tiles: TILE_KC-deep weight passes
+    (2, 6 * VW, 7, 6, 5 * VW, 2, 5, 2), (1, 5 * VW, 6, 6, 6 * VW, 1, 3, 4),   # 48 / none
 ]
 
 
@@ -58,9 +61,9 @@ def test_lanes_match_reference(case, lanes_everywhere, monkeypatch):
                             "weights_t", "transpose_positions"])
     check_against_reference(9, x_shape, w_shape, dict(padding=padding), np.dtype(np.float32),
                             True, seed=sum(case), terms=4 if (R, m) == (3, 2) else 16)
-    # forward fused where K is whole GATHER_NR panels, backward-data where C is (through a
-    # transposed copy of the rotated filters' transforms), the weight gradient where C is
-    fwd, bwd = K % GATHER_NR == 0, C % GATHER_NR == 0
+    # forward fused where K is whole panels, backward-data where C is (through a transposed
+    # copy of the rotated filters' transforms), the weight gradient where C is
+    fwd, bwd = wl.panel_width(K) > 0, wl.panel_width(C) > 0
     assert ran.count("fused_out") == fwd + bwd
     assert ran.count("gemms_nn") == 1 - fwd
     assert ran.count("gemms_nt") == 1 - bwd
@@ -77,6 +80,13 @@ def test_lanes_in_chunks_of_images(lanes_everywhere, monkeypatch):
         check_against_reference(9, (3, C, 6, 5), (GATHER_NR, C, 3, 3), dict(padding=1),
                                 np.dtype(np.float32), True, seed=5, terms=16)
         assert len(ran) == 12 and ran.count("nhwc_to_nchw") == 6
+
+
+def test_panel_widths():
+    assert wl.PANELS == tuple(sorted({GATHER_NR, 3 * VW, 2 * VW}, reverse=True))
+    assert wl.panel_width(12 * VW) == max(wl.PANELS)
+    assert wl.panel_width(3 * VW) == 3 * VW and wl.panel_width(2 * VW) == min(wl.PANELS)
+    assert wl.panel_width(VW) == wl.panel_width(5 * VW) == 0
 
 
 def test_lanes_apply_to_float32_with_whole_lane_blocks_of_channels():
