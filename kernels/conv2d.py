@@ -1961,9 +1961,22 @@ def lane_winograd_applies(g: ConvGeometry, dtype) -> bool:
             and 0 <= g.ph <= g.R - 1 and 0 <= g.pw <= g.R - 1)
 
 
+# numba v9 runs F(4x4, 3x3) where a pass has at least this many 4x4 tiles (N * its tiles per
+# image; v5-v8's rule also weighed the channels). With the GEMMs in the micro-kernel, what
+# F(4x4, 3x3) costs over F(2x2, 3x3) is its 2.25x larger U (transformed, then streamed once per
+# block of tiles): it pays from about 64 tiles on. fwd+bwd, 2-core AVX-512 EPYC, interleaved,
+# F(2x2) -> F(4x4) ms: 14 px 128->256 N=2 (32 tiles) 3.15 -> 3.75, N=4 (64) 5.48 -> 5.64,
+# N=8 10.4 -> 9.4; 13 px 256->384 N=4 (64) 18.1 -> 16.5, AlexNet conv3-5 N=8 (128) 5-7% less;
+# 7 px 256->512 N=8 (32) 14.9 -> 15.3, 512->512 N=32 (128) 86.9 -> 64.2.
+_LANE_WINO4_MIN_TILES = 64
+
+
 def _lane_tile(g: ConvGeometry, P: int, Q: int) -> int:
-    """m for a correlation with P x Q outputs: v5's rule (:func:`_wino_tile`)."""
-    return _wino_tile(g._replace(P=P, Q=Q), 4)
+    """m for a correlation with P x Q outputs: 4 (F(4x4, 3x3)) for 3x3 filters with at least
+    _LANE_WINO4_MIN_TILES 4x4 tiles, else 2."""
+    if g.R != 3:
+        return 2
+    return 4 if g.N * -(-P // 4) * -(-Q // 4) >= _LANE_WINO4_MIN_TILES else 2
 
 
 def _lane_images(N, per_image):

@@ -53,7 +53,7 @@ LANE_CASES = [
 @pytest.mark.parametrize("case", LANE_CASES, ids=lambda c: "n{}c{}h{}w{}k{}p{}r{}m{}".format(*c))
 def test_lanes_match_reference(case, lanes_everywhere, monkeypatch):
     N, C, H, W, K, padding, R, m = case
-    monkeypatch.setattr(conv2d_module, "_WINO4_MIN_TILES_PER_CHANNEL", 0 if m == 4 else 1e9)
+    monkeypatch.setattr(conv2d_module, "_LANE_WINO4_MIN_TILES", 0 if m == 4 else 1e9)
     x_shape, w_shape = (N, C, H, W), (K, C, R, R)
     g = conv_geometry(x_shape, w_shape, padding=padding)
     assert lane_winograd_applies(g, np.float32)
@@ -80,6 +80,15 @@ def test_lanes_in_chunks_of_images(lanes_everywhere, monkeypatch):
         check_against_reference(9, (3, C, 6, 5), (GATHER_NR, C, 3, 3), dict(padding=1),
                                 np.dtype(np.float32), True, seed=5, terms=16)
         assert len(ran) == 12 and ran.count("nhwc_to_nchw") == 6
+
+
+def test_v9_takes_4x4_tiles_from_64_tiles_on():
+    def m(N, H, R=3):
+        g = conv_geometry((N, 128, H, H), (256, 128, R, R), padding=R // 2)
+        return conv2d_module._lane_tile(g, g.P, g.Q)
+    assert m(2, 14) == 2 and m(4, 14) == 4          # 2 x 16 and 4 x 16 tiles
+    assert m(1, 32) == 4 and m(1, 28) == 2          # 64 and 49
+    assert m(64, 28, R=5) == 2                      # 5x5: always F(2x2, 5x5)
 
 
 def test_panel_widths():
