@@ -108,7 +108,7 @@ numba v9  v8 with Winograd in CHANNEL LANES (``kernels/_wino_lanes.py``;
           never stored); else BLAS GEMMs, then the output transform. Backward-data: the forward correlation of dout, padded by R - 1 - pad,
           with the filters rotated by 180 degrees and C, K swapped (no scatter-add of
           overlapping tiles). Weight gradient: lane transforms of x and dout, D^T V GEMMs per
-          position through the micro-kernel, v8's inverse weight transforms. The GEMMs run
+          position through the micro-kernel, the inverse weight transforms in lanes. The GEMMs run
           at 150-200 GFLOP/s with the output transform included (v8's OpenBLAS calls:
           111-141). Passes timed alone, interleaved (2-core AVX-512 EPYC, fwd / dx / dW ms):
           VGG 28 px 64->128 N=8 v8 5.1 / 5.5 / 4.6, v9 2.4 / 3.8 / 2.6 (PyTorch 4.7 / 5.1 /
@@ -2112,8 +2112,8 @@ def _lane_weight_grad(dw_acc, dout, x, g: ConvGeometry):
                            _workspace("wgrad_lanes", (_threads(), g.R * g.R * _WL), np.float64),
                            k)
     else:
-        _wino_weight_grad(dw_acc, dU, m, _workspace("locs", (_threads(), max(g.C, g.K), 16),
-                                                     np.float32), k)
+        _wl.weight_grad23(dU, dw_acc, _workspace("lane_wgrad", (_threads(), 2 * _wl.VW ** 2),
+                                                  np.float32))
 
 
 def _shaped_forward(x, weight, bias, stride, padding, dilation, tile3, pool=False,

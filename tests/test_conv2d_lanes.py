@@ -172,3 +172,16 @@ def test_lane_transforms_are_the_scalar_bits(R, m):
     out_lanes = np.empty_like(out)
     wl.nhwc_to_nchw(o, TP * m, TQ * m, out_lanes, 0, N)
     np.testing.assert_array_equal(out_lanes, out)
+
+
+def test_lane_weight_grad23_is_the_scalar_bits():
+    rng = np.random.default_rng(7)
+    K, C = 3, 3 * VW
+    dU = rng.standard_normal((16, K, C)).astype(np.float32)
+    start = rng.standard_normal((K, C, 3, 3)).astype(np.float32)
+    one, lanes = start.copy(), start.copy()
+    nt = conv2d_module._threads()
+    conv2d_module._wino_weight_grad(one, dU, 2, np.zeros((nt, C, 16), np.float32),
+                                    conv2d_module._wino_constants(np.float32))
+    wl.weight_grad23(dU, lanes, np.zeros((nt, 2 * VW * VW), np.float32))
+    np.testing.assert_array_equal(lanes, one)
