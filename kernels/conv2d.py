@@ -105,12 +105,12 @@ numba v9  v8 with Winograd in CHANNEL LANES (``kernels/_wino_lanes.py``;
           tiles per pass on (_LANE_WINO4_MIN_TILES). Forward: where a micro-kernel panel
           width (64, 48 or 32 on AVX-512) divides K, the per-position products go through
           the gathered micro-kernel into a per-thread buffer read by the output transform (M
-          never stored); else BLAS GEMMs, then the output transform. Backward-data: the forward correlation of dout, padded by R - 1 - pad,
-          with the filters rotated by 180 degrees and C, K swapped (no scatter-add of
-          overlapping tiles). Weight gradient: lane transforms of x and dout, D^T V GEMMs per
-          position through the micro-kernel, the inverse weight transforms in lanes. The GEMMs run
-          at 150-200 GFLOP/s with the output transform included (v8's OpenBLAS calls:
-          111-141). Passes timed alone, interleaved (2-core AVX-512 EPYC, fwd / dx / dW ms):
+          never stored); else BLAS GEMMs, then the output transform. Backward-data: the
+          forward correlation of dout, padded by R - 1 - pad, with the filters rotated by 180
+          degrees and C, K swapped (no scatter-add of overlapping tiles). Weight gradient: lane
+          transforms of x and dout, D^T V GEMMs per position through the micro-kernel, the
+          inverse weight transforms in lanes. The GEMMs run at 150-200 GFLOP/s with the
+          output transform included (v8's OpenBLAS calls: 111-141). Passes timed alone, interleaved (2-core AVX-512 EPYC, fwd / dx / dW ms):
           VGG 28 px 64->128 N=8 v8 5.1 / 5.5 / 4.6, v9 2.4 / 3.8 / 2.6 (PyTorch 4.7 / 5.1 /
           5.2); AlexNet conv4 v8 14.6 / 15.6 / 14.8, v9 11.9 / 12.9 / 12.9 (PyTorch 15.4 /
           15.7 / 18.0). ``seqgrid compare`` (scaled DeepBench, seeds): VGG 28 px 1.21-1.91x
