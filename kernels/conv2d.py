@@ -99,23 +99,23 @@ numba v8  v7 with the few-output-pixel layers (:func:`gathered_gemm_applies`: fl
 numba v9  v8 with Winograd in CHANNEL LANES (``kernels/_wino_lanes.py``;
           :func:`lane_winograd_applies`: v8's Winograd layers in float32 with C and K whole
           vector widths and padding <= R - 1): the rows of a tile row transposed into a
-          per-thread zero-padded NHWC buffer, the tile transforms hand-written LLVM IR over
-          VW channels at a time (generated from the scalar 1-D transforms below: the same
-          bits per value), GEMM operands (a*a, tiles, channels); F(4x4, 3x3) from 64 4x4
-          tiles per pass on (_LANE_WINO4_MIN_TILES). Forward: where a micro-kernel panel
-          width (64, 48 or 32 on AVX-512) divides K, the per-position products go through
-          the gathered micro-kernel into a per-thread buffer read by the output transform (M
-          never stored); else BLAS GEMMs, then the output transform. Backward-data: the
-          forward correlation of dout, padded by R - 1 - pad, with the filters rotated by 180
-          degrees and C, K swapped (no scatter-add of overlapping tiles). Weight gradient: lane
-          transforms of x and dout, D^T V GEMMs per position through the micro-kernel, the
-          inverse weight transforms in lanes. The GEMMs run at 150-200 GFLOP/s with the
-          output transform included (v8's OpenBLAS calls: 111-141). Passes timed alone, interleaved (2-core AVX-512 EPYC, fwd / dx / dW ms):
-          VGG 28 px 64->128 N=8 v8 5.1 / 5.5 / 4.6, v9 2.4 / 3.8 / 2.6 (PyTorch 4.7 / 5.1 /
-          5.2); AlexNet conv4 v8 14.6 / 15.6 / 14.8, v9 11.9 / 12.9 / 12.9 (PyTorch 15.4 /
-          15.7 / 18.0). ``seqgrid compare`` (scaled DeepBench, seeds): VGG 28 px 1.21-1.91x
-          PyTorch (v8 0.94-1.23x), AlexNet conv1-5 1.22-1.75x (v8 0.89-1.74x). The numba
-          default.
+          per-thread zero-padded NHWC buffer, the tile transforms hand-written LLVM IR over VW
+          channels at a time (generated from the scalar 1-D transforms below: the same bits
+          per value), GEMM operands (a*a, tiles, channels); F(4x4, 3x3) from 64 4x4 tiles per
+          pass on (_LANE_WINO4_MIN_TILES). Forward: where a micro-kernel panel width (64, 48
+          or 32 on AVX-512) divides K, the per-position products go through the gathered
+          micro-kernel into a per-thread buffer read by the output transform (M never stored);
+          else BLAS GEMMs, then the output transform. Backward-data: the forward correlation
+          of dout, padded by R - 1 - pad, with the filters rotated by 180 degrees and C, K
+          swapped (no scatter-add of overlapping tiles). Weight gradient: lane transforms of x
+          and dout, D^T V GEMMs per position through the micro-kernel, the inverse weight
+          transforms in lanes. The GEMMs run at 150-200 GFLOP/s with the output transform
+          included (v8's OpenBLAS calls: 111-141). Passes timed alone, interleaved (2-core
+          AVX-512 EPYC, fwd / dx / dW ms): VGG 28 px 64->128 N=8 v8 5.1 / 5.5 / 4.6, v9 2.4 /
+          3.8 / 2.6 (PyTorch 4.7 / 5.1 / 5.2); AlexNet conv4 v8 14.6 / 15.6 / 14.8, v9 11.9 /
+          12.9 / 12.9 (PyTorch 15.4 / 15.7 / 18.0). ``seqgrid compare`` (scaled DeepBench,
+          seeds): VGG 28 px 1.21-1.91x PyTorch (v8 0.94-1.23x), AlexNet conv1-5 1.22-1.75x (v8
+          0.89-1.74x). The numba default.
 cuda v1   (kernels/cuda/conv2d.cu, on "cuda" and "cuda-emu") direct: one thread per
           output element (forward) / per input element gathering over the taps (k,r,s)
           that reach it (backward-data, no atomics); backward-weight one block per
