@@ -2112,7 +2112,7 @@ def _lane_weight_grad(dw_acc, dout, x, g: ConvGeometry):
                            _workspace("wgrad_lanes", (_threads(), g.R * g.R * _WL), np.float64),
                            k)
     else:
-        _wl.weight_grad23(dU, dw_acc, _workspace("lane_wgrad", (_threads(), 2 * _wl.VW ** 2),
+        _wl.weight_grad23(dU, dw_acc, _workspace("lane_wgrad", (_threads(), _wl.WGRAD23_STAGE),
                                                   np.float32))
 
 

@@ -183,5 +183,5 @@ def test_lane_weight_grad23_is_the_scalar_bits():
     nt = conv2d_module._threads()
     conv2d_module._wino_weight_grad(one, dU, 2, np.zeros((nt, C, 16), np.float32),
                                     conv2d_module._wino_constants(np.float32))
-    wl.weight_grad23(dU, lanes, np.zeros((nt, 2 * VW * VW), np.float32))
+    wl.weight_grad23(dU, lanes, np.zeros((nt, wl.WGRAD23_STAGE), np.float32))
     np.testing.assert_array_equal(lanes, one)
